@@ -1,0 +1,114 @@
+"""Shared test fixtures: tiny SDXL models built from config, and a no-network guard.
+
+Nothing heavy is imported at module level, so tests that do not use the tiny models (most of
+tests/bot) do not pay for importing torch and diffusers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+# Nothing may come from the Hugging Face hub: fail fast instead of trying the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))  # so tests can `import tiny_models`
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to connect to a non-loopback address."""
+
+
+def _is_loopback(address: object) -> bool:
+    host = address[0] if isinstance(address, tuple) and address else address
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    if not isinstance(host, str):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost would need DNS: not allowed either
+
+
+def _network_guard(event: str, args: tuple) -> None:
+    if event != "socket.connect":
+        return
+    sock, address = args
+    family = getattr(sock, "family", None)
+    if family == getattr(socket, "AF_UNIX", object()):
+        return
+    if not _is_loopback(address):
+        raise NetworkBlocked(f"tests must not use the network: connect to {address!r} blocked")
+
+
+_guard_installed = False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network_guard() -> None:
+    """Fail any socket connection to a non-loopback address (audit hooks cannot be removed)."""
+    global _guard_installed
+    if not _guard_installed:
+        sys.addaudithook(_network_guard)
+        _guard_installed = True
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight SDXL pipeline saved in diffusers format."""
+    from tiny_models import build_tiny_sdxl
+
+    path = tmp_path_factory.mktemp("tiny_sdxl")
+    build_tiny_sdxl(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_path(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A random LoRA (.safetensors) for the tiny UNet, strong enough to change pixels."""
+    from diffusers import UNet2DConditionModel
+    from tiny_models import build_tiny_lora
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
+    return build_tiny_lora(tmp_path_factory.mktemp("tiny_lora") / "tiny_lora.safetensors", unet)
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny AutoencoderTiny for progress previews of the tiny pipeline."""
+    from tiny_models import build_tiny_taesd
+
+    path = tmp_path_factory.mktemp("tiny_taesd")
+    build_tiny_taesd(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_settings(tiny_model_dir: Path, tiny_lora_path: Path):
+    """EngineSettings for the tiny pipeline on CPU at 64x64, with no network-bound extras."""
+    from engine import EngineSettings
+
+    return EngineSettings(
+        _env_file=None,
+        model=str(tiny_model_dir),
+        lora=str(tiny_lora_path),
+        vae="",
+        device="cpu",
+        dtype="float32",
+        resolution=64,
+        translator="",
+        safety_model="",
+    )
