@@ -1,0 +1,653 @@
+"""SQLite storage for jobs, shares and per-guild settings (aiosqlite, never blocks the loop).
+
+Plain SQL in small async methods that return frozen dataclasses. The schema is versioned with
+``PRAGMA user_version``; ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1`` inside
+one transaction, so a crash mid-migration leaves the old version intact.
+
+Durability: WAL journal + ``synchronous=FULL`` + autocommit. Every write is its own committed
+transaction and is fsynced before the call returns, so once a method returns, neither kill -9 nor
+a power cut loses it. The bot writes a handful of rows per job, so the fsync cost is negligible
+next to a diffusion run. See docs/storage-and-queue.md.
+
+Discord ids are plain ints; this module never imports discord.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["imagine", "reroll", "variation", "upscale", "reply"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+SafetyMode = Literal["spoiler", "withhold", "off"]
+
+JOB_KINDS: frozenset[str] = frozenset(get_args(JobKind))
+JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
+SAFETY_MODES: frozenset[str] = frozenset(get_args(SafetyMode))
+UNFINISHED_STATUSES: frozenset[str] = frozenset({"queued", "running"})
+FINISHED_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+# Discord interaction tokens die 15 minutes after the interaction was created (FACTS.md).
+INTERACTION_TOKEN_LIFETIME_S = 15 * 60
+
+# Migration n takes user_version n -> n + 1. Append new scripts; never edit shipped ones.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the first design.
+    """
+    CREATE TABLE jobs (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind              TEXT    NOT NULL,
+        parent_job_id     INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+        parent_index      INTEGER,
+        requester_id      INTEGER NOT NULL,
+        guild_id          INTEGER,
+        channel_id        INTEGER NOT NULL,
+        prompt            TEXT    NOT NULL,
+        negative_prompt   TEXT    NOT NULL DEFAULT '',
+        seed              INTEGER NOT NULL,
+        seeds             TEXT    NOT NULL DEFAULT '[]',
+        width             INTEGER NOT NULL,
+        height            INTEGER NOT NULL,
+        steps             INTEGER NOT NULL,
+        guidance          REAL    NOT NULL,
+        count             INTEGER NOT NULL,
+        status            TEXT    NOT NULL DEFAULT 'queued',
+        error             TEXT,
+        created_at        REAL    NOT NULL,
+        started_at        REAL,
+        finished_at       REAL,
+        status_message_id INTEGER,
+        result_message_id INTEGER
+    );
+    CREATE INDEX jobs_by_status ON jobs(status, id);
+    CREATE INDEX jobs_by_requester ON jobs(requester_id, id);
+    CREATE INDEX jobs_by_result_message ON jobs(result_message_id);
+
+    CREATE TABLE guild_settings (
+        guild_id            INTEGER PRIMARY KEY,
+        allowed_channel_ids TEXT NOT NULL DEFAULT '[]',
+        blocklist_add       TEXT NOT NULL DEFAULT '[]',
+        blocklist_remove    TEXT NOT NULL DEFAULT '[]',
+        safety_mode         TEXT NOT NULL DEFAULT 'spoiler'
+    );
+    """,
+    # 1 -> 2: translation, img2img, interaction tokens (follow-ups after a restart),
+    # reply-to-regenerate, NSFW channels, the showcase.
+    """
+    ALTER TABLE jobs ADD COLUMN locale TEXT;
+    ALTER TABLE jobs ADD COLUMN interpreted_prompt TEXT;
+    ALTER TABLE jobs ADD COLUMN raw INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN strength REAL;
+    ALTER TABLE jobs ADD COLUMN interaction_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN application_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN interaction_token TEXT;
+    ALTER TABLE jobs ADD COLUMN token_expires_at REAL;
+    ALTER TABLE jobs ADD COLUMN reply_to_message_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN images TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN nsfw_channel INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_by_status_message ON jobs(status_message_id);
+
+    ALTER TABLE guild_settings ADD COLUMN showcase_channel_id INTEGER;
+    ALTER TABLE guild_settings ADD COLUMN per_user_limit INTEGER;
+
+    CREATE TABLE shares (
+        job_id              INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        image_index         INTEGER NOT NULL CHECK (image_index >= 0),
+        guild_id            INTEGER,
+        showcase_channel_id INTEGER NOT NULL,
+        showcase_message_id INTEGER,
+        shared_by           INTEGER NOT NULL,
+        shared_at           REAL    NOT NULL,
+        UNIQUE (job_id, image_index)
+    );
+    CREATE INDEX shares_by_message ON shares(showcase_message_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StorageError(RuntimeError):
+    """The database cannot be used by this version of the bot."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the bot knows when it accepts a command; ``Storage.create_job`` stores it.
+
+    ``seed`` is the first seed (image i uses seed + i). ``interpreted_prompt`` is what the model
+    gets when it differs from ``prompt`` (e.g. translated); None means the same text.
+    ``parent_index`` is the 1-based image index an upscale/variation works on.
+    """
+
+    kind: JobKind
+    requester_id: int
+    channel_id: int
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    guild_id: int | None = None
+    parent_job_id: int | None = None
+    parent_index: int | None = None
+    locale: str | None = None
+    interpreted_prompt: str | None = None
+    raw: bool = False
+    negative_prompt: str = ""
+    steps: int = 4
+    guidance: float = 1.0
+    count: int = 4
+    strength: float | None = None
+    interaction_id: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = None
+    reply_to_message_id: int | None = None
+    nsfw_channel: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of ``jobs``. Timestamps are unix seconds (float)."""
+
+    id: int
+    kind: JobKind
+    requester_id: int
+    channel_id: int
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    status: JobStatus
+    created_at: float
+    guild_id: int | None = None
+    parent_job_id: int | None = None
+    parent_index: int | None = None
+    locale: str | None = None
+    interpreted_prompt: str | None = None
+    raw: bool = False
+    negative_prompt: str = ""
+    seeds: tuple[int, ...] = ()
+    steps: int = 4
+    guidance: float = 1.0
+    count: int = 4
+    strength: float | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    interaction_id: int | None = None
+    application_id: int | None = None
+    interaction_token: str | None = field(default=None, repr=False)
+    token_expires_at: float | None = None
+    status_message_id: int | None = None
+    result_message_id: int | None = None
+    reply_to_message_id: int | None = None
+    images: tuple[str, ...] = ()
+    nsfw_channel: bool = False
+
+    @property
+    def model_prompt(self) -> str:
+        """The text the model gets: the interpreted prompt, or the user's own."""
+        return self.interpreted_prompt if self.interpreted_prompt is not None else self.prompt
+
+    @property
+    def finished(self) -> bool:
+        """True once the job is done, failed or cancelled."""
+        return self.status in FINISHED_STATUSES
+
+    def token_usable(self, now: float | None = None, margin_s: float = 30.0) -> bool:
+        """Whether the interaction token can still be used for follow-ups and edits.
+
+        ``margin_s`` keeps a safety gap: a request sent just before expiry may land after it.
+        """
+        if self.interaction_token is None or self.token_expires_at is None:
+            return False
+        now = time.time() if now is None else now
+        return now + margin_s < self.token_expires_at
+
+
+@dataclass(frozen=True)
+class Share:
+    """A job (``image_index`` 0) or one of its images (1-based) posted to a showcase channel."""
+
+    job_id: int
+    image_index: int
+    guild_id: int | None
+    showcase_channel_id: int
+    showcase_message_id: int | None
+    shared_by: int
+    shared_at: float
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """Per-guild settings; a guild without a row gets these defaults.
+
+    ``allowed_channel_ids`` empty means every channel. ``per_user_limit`` None means the bot's
+    default queue limit.
+    """
+
+    guild_id: int
+    showcase_channel_id: int | None = None
+    allowed_channel_ids: tuple[int, ...] = ()
+    blocklist_add: tuple[str, ...] = ()
+    blocklist_remove: tuple[str, ...] = ()
+    safety_mode: SafetyMode = "spoiler"
+    per_user_limit: int | None = None
+
+    def allows_channel(self, channel_id: int) -> bool:
+        """True when /imagine may be used in ``channel_id``."""
+        return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
+
+
+_JOB_JSON_COLUMNS = {"seeds", "images"}
+_JOB_BOOL_COLUMNS = {"raw", "nsfw_channel"}
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_SETTINGS_JSON_COLUMNS = ("allowed_channel_ids", "blocklist_add", "blocklist_remove")
+_SETTINGS_FIELDS = tuple(f.name for f in fields(GuildSettings) if f.name != "guild_id")
+_SHARE_FIELDS = tuple(f.name for f in fields(Share))
+
+
+def _job_from_row(row: aiosqlite.Row) -> Job:
+    values: dict[str, Any] = {}
+    for name in _JOB_FIELDS:
+        value = row[name]
+        if name in _JOB_JSON_COLUMNS:
+            value = tuple(json.loads(value))
+        elif name in _JOB_BOOL_COLUMNS:
+            value = bool(value)
+        values[name] = value
+    return Job(**values)
+
+
+def _settings_from_row(row: aiosqlite.Row) -> GuildSettings:
+    values: dict[str, Any] = {"guild_id": row["guild_id"]}
+    for name in _SETTINGS_FIELDS:
+        value = row[name]
+        values[name] = tuple(json.loads(value)) if name in _SETTINGS_JSON_COLUMNS else value
+    return GuildSettings(**values)
+
+
+def _share_from_row(row: aiosqlite.Row) -> Share:
+    return Share(**{name: row[name] for name in _SHARE_FIELDS})
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """The database's ``PRAGMA user_version``."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(
+    db: aiosqlite.Connection,
+    *,
+    target: int | None = None,
+    migrations: Sequence[str] = MIGRATIONS,
+) -> int:
+    """Bring ``db`` forward to ``target`` (default: the latest version).
+
+    Each step runs in its own transaction together with the ``user_version`` bump, so a failed
+    step leaves the database at the previous version. ``db`` must be in autocommit mode
+    (``isolation_level=None``).
+
+    Returns:
+        The version the database is at afterwards.
+
+    Raises:
+        StorageError: the database is newer than ``migrations`` (downgrades are not supported).
+    """
+    target = len(migrations) if target is None else target
+    current = await schema_version(db)
+    if current > len(migrations):
+        raise StorageError(
+            f"database schema version {current} is newer than this bot knows "
+            f"({len(migrations)}); upgrade the bot or restore a backup"
+        )
+    for version in range(current, target):
+        log.info("migrating database schema %d -> %d", version, version + 1)
+        script = (
+            f"BEGIN IMMEDIATE;\n{migrations[version]}\n"
+            f"PRAGMA user_version = {version + 1};\nCOMMIT;"
+        )
+        try:
+            await db.executescript(script)
+        except Exception:
+            if db.in_transaction:
+                await db.rollback()
+            raise
+    return await schema_version(db)
+
+
+class Storage:
+    """The bot's SQLite database. Create with ``await Storage.open(path)``; one per process."""
+
+    def __init__(self, db: aiosqlite.Connection, *, clock: Callable[[], float] = time.time):
+        self._db = db
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, path: str | Path, *, clock: Callable[[], float] = time.time) -> Storage:
+        """Open (creating parent dirs and the file if needed) and migrate to the latest schema.
+
+        Args:
+            path: the database file, e.g. ``data_dir / "imagine.sqlite3"``.
+            clock: unix-time source for timestamps (tests pass a fake one).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit, so every write below is committed when it returns.
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed write survives a power cut too, not only kill -9. Writes are
+            # rare (a few per job), so the extra fsync costs nothing noticeable.
+            await db.execute("PRAGMA synchronous = FULL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA busy_timeout = 5000")
+            version = await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        log.info("storage open at %s (schema version %d)", path, version)
+        return cls(db, clock=clock)
+
+    async def close(self) -> None:
+        """Close the connection (everything is already committed)."""
+        await self._db.close()
+
+    async def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return await schema_version(self._db)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def create_job(self, new: NewJob) -> Job:
+        """Store a new job with status ``queued`` and return it with its id.
+
+        When an interaction token is given its expiry is set to creation + 15 minutes.
+        """
+        if new.kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {new.kind!r}")
+        now = self._clock()
+        expires = now + INTERACTION_TOKEN_LIFETIME_S if new.interaction_token else None
+        columns = {f.name: getattr(new, f.name) for f in fields(NewJob)}
+        columns["raw"] = int(new.raw)
+        columns["nsfw_channel"] = int(new.nsfw_channel)
+        columns.update(status="queued", created_at=now, token_expires_at=expires)
+        names = ", ".join(columns)
+        marks = ", ".join(f":{name}" for name in columns)
+        async with self._db.execute(
+            f"INSERT INTO jobs ({names}) VALUES ({marks}) RETURNING id", columns
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None  # INSERT ... RETURNING always yields the row
+        # Read the row back rather than trusting RETURNING *: RETURNING shows values before
+        # column affinity applies (guidance=1 would come back as int, not 1.0).
+        job = await self.get_job(row[0])
+        assert job is not None
+        log.debug("job %d created (%s by %d)", job.id, job.kind, job.requester_id)
+        return job
+
+    async def get_job(self, job_id: int) -> Job | None:
+        """The job with this id, or None."""
+        return await self._fetch_job("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    async def mark_running(self, job_id: int) -> Job | None:
+        """queued|running -> running, setting ``started_at``.
+
+        Running is accepted too so a job interrupted by a restart can simply be started again.
+
+        Returns:
+            The updated job, or None when it does not exist or is already finished.
+        """
+        return await self._transition(job_id, "running", "started_at = :now")
+
+    async def mark_done(
+        self,
+        job_id: int,
+        seeds: Iterable[int],
+        result_message_id: int | None,
+        images: Iterable[str] | None = None,
+    ) -> Job | None:
+        """queued|running -> done with the seeds used and the result message.
+
+        Args:
+            seeds: one seed per image, in order.
+            result_message_id: the message with the images (None if it could not be posted).
+            images: attachment URLs or file names, in order (optional).
+
+        Returns:
+            The updated job, or None when it does not exist or is already finished.
+        """
+        return await self._transition(
+            job_id,
+            "done",
+            "finished_at = :now, error = NULL, seeds = :seeds, "
+            "result_message_id = :result_message_id, images = :images",
+            seeds=json.dumps([int(s) for s in seeds]),
+            result_message_id=result_message_id,
+            images=json.dumps([str(i) for i in images or ()]),
+        )
+
+    async def mark_failed(self, job_id: int, error: str) -> Job | None:
+        """queued|running -> failed with a user-facing ``error`` text.
+
+        Returns:
+            The updated job, or None when it does not exist or is already finished.
+        """
+        return await self._transition(
+            job_id,
+            "failed",
+            "finished_at = :now, error = :error",
+            error=error,
+        )
+
+    async def mark_cancelled(self, job_id: int) -> Job | None:
+        """queued|running -> cancelled.
+
+        Returns:
+            The updated job, or None when it does not exist or is already finished (e.g. it
+            completed just before the user clicked cancel).
+        """
+        return await self._transition(job_id, "cancelled", "finished_at = :now")
+
+    async def set_status_message(self, job_id: int, message_id: int | None) -> Job | None:
+        """Remember (or with None, forget) the bot's queued/progress message for the job."""
+        return await self._update_job(job_id, "status_message_id = :value", value=message_id)
+
+    async def set_result_message(self, job_id: int, message_id: int | None) -> Job | None:
+        """Remember the message holding the job's images.
+
+        Pass None when that message was deleted: the job row (seeds, prompt, shares) is kept
+        for history and buttons that still point at it, but replies and context-menu lookups
+        through ``job_by_message`` no longer find it.
+        """
+        return await self._update_job(job_id, "result_message_id = :value", value=message_id)
+
+    async def set_interpreted_prompt(self, job_id: int, prompt: str | None) -> Job | None:
+        """Record what the model actually got (e.g. a translation), None = the user's text."""
+        return await self._update_job(job_id, "interpreted_prompt = :value", value=prompt)
+
+    async def unfinished_jobs(self) -> list[Job]:
+        """Jobs still queued or running, oldest first: what to resume after a restart."""
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id", ()
+        )
+
+    async def recent_jobs(self, requester_id: int, limit: int = 10) -> list[Job]:
+        """The requester's newest jobs first, at most ``limit``."""
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE requester_id = ? ORDER BY id DESC LIMIT ?",
+            (requester_id, limit),
+        )
+
+    async def job_by_message(self, message_id: int) -> Job | None:
+        """The job whose result message is ``message_id`` (for replies and context menus)."""
+        return await self._fetch_job(
+            "SELECT * FROM jobs WHERE result_message_id = ? ORDER BY id DESC LIMIT 1",
+            (message_id,),
+        )
+
+    async def job_by_status_message(self, message_id: int) -> Job | None:
+        """The job whose queued/progress message is ``message_id``."""
+        return await self._fetch_job(
+            "SELECT * FROM jobs WHERE status_message_id = ? ORDER BY id DESC LIMIT 1",
+            (message_id,),
+        )
+
+    # --- shares -----------------------------------------------------------------------------
+
+    async def add_share(
+        self,
+        job_id: int,
+        image_index: int,
+        *,
+        guild_id: int | None,
+        showcase_channel_id: int,
+        shared_by: int,
+        showcase_message_id: int | None = None,
+    ) -> Share | None:
+        """Claim a share of the job (``image_index`` 0) or of one image (1-based).
+
+        Claim first and post afterwards: the unique constraint makes two quick clicks post once.
+        Then call ``set_share_message`` with the showcase message, or ``remove_share`` if
+        posting failed.
+
+        Returns:
+            The new share, or None when it was already shared.
+        """
+        share = await self._fetch_share(
+            "INSERT INTO shares (job_id, image_index, guild_id, showcase_channel_id, "
+            "showcase_message_id, shared_by, shared_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, image_index) DO NOTHING RETURNING *",
+            (
+                job_id,
+                image_index,
+                guild_id,
+                showcase_channel_id,
+                showcase_message_id,
+                shared_by,
+                self._clock(),
+            ),
+        )
+        return share
+
+    async def get_share(self, job_id: int, image_index: int) -> Share | None:
+        """The share of this job/image, or None."""
+        return await self._fetch_share(
+            "SELECT * FROM shares WHERE job_id = ? AND image_index = ?", (job_id, image_index)
+        )
+
+    async def set_share_message(
+        self, job_id: int, image_index: int, showcase_message_id: int | None
+    ) -> Share | None:
+        """Record the showcase message of a claimed share."""
+        return await self._fetch_share(
+            "UPDATE shares SET showcase_message_id = ? WHERE job_id = ? AND image_index = ? "
+            "RETURNING *",
+            (showcase_message_id, job_id, image_index),
+        )
+
+    async def remove_share(self, job_id: int, image_index: int) -> bool:
+        """Forget a share (posting failed, or the showcase message was deleted)."""
+        async with self._db.execute(
+            "DELETE FROM shares WHERE job_id = ? AND image_index = ?", (job_id, image_index)
+        ) as cursor:
+            return cursor.rowcount > 0
+
+    # --- guild settings ---------------------------------------------------------------------
+
+    async def guild_settings(self, guild_id: int) -> GuildSettings:
+        """The guild's settings, or the defaults when it has none stored."""
+        async with self._db.execute(
+            "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _settings_from_row(row) if row else GuildSettings(guild_id=guild_id)
+
+    async def update_guild_settings(self, guild_id: int, **changes: Any) -> GuildSettings:
+        """Change some settings of a guild (others keep their value) and return all of them.
+
+        Keyword names are ``GuildSettings`` fields, e.g.
+        ``update_guild_settings(g, safety_mode="withhold", allowed_channel_ids=[1, 2])``.
+
+        Raises:
+            ValueError: unknown field or invalid value.
+        """
+        unknown = set(changes) - set(_SETTINGS_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
+        if "safety_mode" in changes and changes["safety_mode"] not in SAFETY_MODES:
+            raise ValueError(f"safety_mode must be one of {sorted(SAFETY_MODES)}")
+        limit = changes.get("per_user_limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError("per_user_limit must be a positive integer or None")
+        if not changes:
+            return await self.guild_settings(guild_id)
+        values: dict[str, Any] = {"guild_id": guild_id}
+        for name, value in changes.items():
+            values[name] = json.dumps(list(value)) if name in _SETTINGS_JSON_COLUMNS else value
+        names = ", ".join(values)
+        marks = ", ".join(f":{name}" for name in values)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in changes)
+        async with self._db.execute(
+            f"INSERT INTO guild_settings ({names}) VALUES ({marks}) "
+            f"ON CONFLICT (guild_id) DO UPDATE SET {updates} RETURNING *",
+            values,
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return _settings_from_row(row)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _transition(
+        self,
+        job_id: int,
+        target: JobStatus,
+        assignments: str,
+        allowed_from: tuple[str, ...] = ("queued", "running"),
+        **params: Any,
+    ) -> Job | None:
+        # One conditional UPDATE: atomic, so a cancel racing a completion cannot both win.
+        marks = ", ".join(f"'{status}'" for status in allowed_from)
+        job = await self._fetch_job(
+            f"UPDATE jobs SET status = :target, {assignments} "
+            f"WHERE id = :job_id AND status IN ({marks}) RETURNING *",
+            {"job_id": job_id, "target": target, "now": self._clock(), **params},
+        )
+        if job is None:
+            log.info("job %d: not moved to %s (missing or already finished)", job_id, target)
+        else:
+            log.debug("job %d -> %s", job_id, target)
+        return job
+
+    async def _update_job(self, job_id: int, assignments: str, **params: Any) -> Job | None:
+        return await self._fetch_job(
+            f"UPDATE jobs SET {assignments} WHERE id = :job_id RETURNING *",
+            {"job_id": job_id, **params},
+        )
+
+    async def _fetch_job(self, sql: str, params: Any) -> Job | None:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return _job_from_row(row) if row else None
+
+    async def _fetch_jobs(self, sql: str, params: Any) -> list[Job]:
+        async with self._db.execute(sql, params) as cursor:
+            rows = await cursor.fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    async def _fetch_share(self, sql: str, params: Any) -> Share | None:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return _share_from_row(row) if row else None
