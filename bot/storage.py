@@ -574,7 +574,7 @@ class Storage:
             row = await cursor.fetchone()
         return _settings_from_row(row) if row else GuildSettings(guild_id=guild_id)
 
-    async def update_guild_settings(self, guild_id: int, **changes: Any) -> GuildSettings:
+    async def update_guild_settings(self, guild_id: int, /, **changes: Any) -> GuildSettings:
         """Change some settings of a guild (others keep their value) and return all of them.
 
         Keyword names are ``GuildSettings`` fields, e.g.

@@ -1,0 +1,382 @@
+"""bot.storage on a real SQLite file."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bot.storage import (
+    INTERACTION_TOKEN_LIFETIME_S,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    GuildSettings,
+    Job,
+    NewJob,
+    Storage,
+    StorageError,
+    migrate,
+    schema_version,
+)
+
+
+class FakeClock:
+    """Unix time that only moves when a test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_job(**changes) -> NewJob:
+    base = NewJob(
+        kind="imagine",
+        requester_id=111,
+        guild_id=222,
+        channel_id=333,
+        prompt="一只戴礼帽的柴犬",
+        interpreted_prompt="a shiba inu wearing a top hat",
+        locale="zh-CN",
+        seed=42,
+        width=1024,
+        height=1024,
+        negative_prompt="blurry",
+        interaction_id=444,
+        application_id=555,
+        interaction_token="secret-token",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "imagine.sqlite3"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def storage(db_path: Path, clock: FakeClock):
+    store = await Storage.open(db_path, clock=clock)
+    yield store
+    await store.close()
+
+
+async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
+    assert db_path.exists()
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 2
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_create_and_get_job(storage: Storage, clock: FakeClock):
+    job = await storage.create_job(new_job())
+    assert job.id > 0
+    assert job.status == "queued"
+    assert job.created_at == clock.now
+    assert job.token_expires_at == clock.now + INTERACTION_TOKEN_LIFETIME_S
+    assert job.prompt == "一只戴礼帽的柴犬"
+    assert job.model_prompt == "a shiba inu wearing a top hat"
+    assert job.guidance == 1.0 and isinstance(job.guidance, float)
+    assert job.seeds == () and job.images == ()
+    assert job.raw is False and job.nsfw_channel is False
+    assert await storage.get_job(job.id) == job
+    assert await storage.get_job(job.id + 1000) is None
+    assert "secret-token" not in repr(job)
+
+
+async def test_create_job_without_token_and_with_parent(storage: Storage):
+    parent = await storage.create_job(new_job(interaction_token=None))
+    assert parent.token_expires_at is None
+    assert not parent.token_usable()
+    child = await storage.create_job(
+        new_job(
+            kind="upscale",
+            parent_job_id=parent.id,
+            parent_index=3,
+            strength=0.3,
+            raw=True,
+            nsfw_channel=True,
+            interpreted_prompt=None,
+        )
+    )
+    assert (child.kind, child.parent_job_id, child.parent_index) == ("upscale", parent.id, 3)
+    assert child.strength == 0.3 and child.raw and child.nsfw_channel
+    assert child.model_prompt == child.prompt
+
+
+async def test_unknown_kind_is_refused(storage: Storage):
+    with pytest.raises(ValueError, match="kind"):
+        await storage.create_job(new_job(kind="paint"))
+
+
+async def test_token_usable_until_expiry(storage: Storage, clock: FakeClock):
+    job = await storage.create_job(new_job())
+    assert job.token_usable(now=clock.now)
+    assert job.token_usable(now=clock.now + INTERACTION_TOKEN_LIFETIME_S - 60)
+    assert not job.token_usable(now=clock.now + INTERACTION_TOKEN_LIFETIME_S - 10)
+    assert not job.token_usable(now=clock.now + INTERACTION_TOKEN_LIFETIME_S + 1)
+
+
+async def test_status_transitions(storage: Storage, clock: FakeClock):
+    job = await storage.create_job(new_job())
+    clock.now += 5
+    running = await storage.mark_running(job.id)
+    assert running is not None
+    assert running.status == "running" and running.started_at == clock.now
+    clock.now += 3
+    done = await storage.mark_done(job.id, [42, 43, 44, 45], 999, images=["a.webp", "b.webp"])
+    assert done is not None
+    assert done.status == "done" and done.finished
+    assert done.seeds == (42, 43, 44, 45)
+    assert done.result_message_id == 999
+    assert done.images == ("a.webp", "b.webp")
+    assert done.finished_at == clock.now
+    assert await storage.get_job(job.id) == done
+    # A finished job cannot change state again (e.g. cancel racing completion).
+    assert await storage.mark_cancelled(job.id) is None
+    assert await storage.mark_failed(job.id, "late") is None
+    assert await storage.mark_running(job.id) is None
+    assert (await storage.get_job(job.id)).status == "done"
+
+
+async def test_failed_and_cancelled(storage: Storage):
+    a = await storage.create_job(new_job())
+    b = await storage.create_job(new_job())
+    failed = await storage.mark_failed(a.id, "The GPU ran out of memory.")
+    assert failed is not None and failed.status == "failed"
+    assert failed.error == "The GPU ran out of memory."
+    cancelled = await storage.mark_cancelled(b.id)
+    assert cancelled is not None and cancelled.status == "cancelled"
+    assert await storage.mark_done(b.id, [1], 5) is None
+    assert await storage.mark_cancelled(12345) is None
+
+
+async def test_running_can_restart(storage: Storage, clock: FakeClock):
+    job = await storage.create_job(new_job())
+    await storage.mark_running(job.id)
+    clock.now += 60
+    again = await storage.mark_running(job.id)
+    assert again is not None and again.started_at == clock.now
+
+
+async def test_status_and_result_messages(storage: Storage):
+    job = await storage.create_job(new_job())
+    assert (await storage.set_status_message(job.id, 700)).status_message_id == 700
+    assert (await storage.job_by_status_message(700)).id == job.id
+    await storage.set_result_message(job.id, 800)
+    assert (await storage.job_by_message(800)).id == job.id
+    assert await storage.job_by_message(700) is None
+    # The result message was deleted: the job stays, the message lookup does not find it.
+    cleared = await storage.set_result_message(job.id, None)
+    assert cleared is not None and cleared.result_message_id is None
+    assert await storage.job_by_message(800) is None
+    assert await storage.get_job(job.id) is not None
+    assert await storage.set_result_message(9999, 1) is None
+
+
+async def test_interpreted_prompt_update(storage: Storage):
+    job = await storage.create_job(new_job(interpreted_prompt=None))
+    updated = await storage.set_interpreted_prompt(job.id, "a cat")
+    assert updated.model_prompt == "a cat" and updated.prompt == job.prompt
+
+
+async def test_unfinished_jobs_survive_a_crash(db_path: Path, clock: FakeClock):
+    store = await Storage.open(db_path, clock=clock)
+    queued = await store.create_job(new_job())
+    running = await store.create_job(new_job(requester_id=2))
+    done = await store.create_job(new_job(requester_id=3))
+    await store.mark_running(running.id)
+    await store.mark_running(done.id)
+    await store.mark_done(done.id, [1, 2, 3, 4], 10)
+    # No clean shutdown of the jobs: close as a kill would leave them (writes are committed).
+    await store.close()
+
+    reopened = await Storage.open(db_path, clock=clock)
+    try:
+        unfinished = await reopened.unfinished_jobs()
+        assert [job.id for job in unfinished] == [queued.id, running.id]
+        assert [job.status for job in unfinished] == ["queued", "running"]
+        assert unfinished[0] == queued
+    finally:
+        await reopened.close()
+
+
+async def test_writes_are_visible_to_another_connection_immediately(
+    db_path: Path, storage: Storage
+):
+    # Every write commits when it returns: a second connection (or a restarted bot) sees it.
+    job = await storage.create_job(new_job())
+    await storage.mark_running(job.id)
+    with sqlite3.connect(db_path) as other:
+        row = other.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone()
+    assert row == ("running",)
+
+
+async def test_recent_jobs_order_and_limit(storage: Storage, clock: FakeClock):
+    mine = []
+    for i in range(5):
+        clock.now += 1
+        mine.append(await storage.create_job(new_job(prompt=f"p{i}")))
+        await storage.create_job(new_job(requester_id=999))
+    recent = await storage.recent_jobs(111, limit=3)
+    assert [job.id for job in recent] == [mine[4].id, mine[3].id, mine[2].id]
+    assert len(await storage.recent_jobs(111)) == 5
+    assert await storage.recent_jobs(12345) == []
+
+
+async def test_share_uniqueness(storage: Storage, clock: FakeClock):
+    job = await storage.create_job(new_job())
+    share = await storage.add_share(job.id, 2, guild_id=222, showcase_channel_id=50, shared_by=111)
+    assert share is not None
+    assert (share.job_id, share.image_index, share.shared_at) == (job.id, 2, clock.now)
+    assert share.showcase_message_id is None
+    # Second click on the same image: refused, the first share is untouched.
+    again = await storage.add_share(job.id, 2, guild_id=222, showcase_channel_id=51, shared_by=7)
+    assert again is None
+    assert await storage.get_share(job.id, 2) == share
+    # The whole set (index 0) and another image are separate shares.
+    assert await storage.add_share(job.id, 0, guild_id=222, showcase_channel_id=50, shared_by=1)
+    assert await storage.add_share(job.id, 1, guild_id=222, showcase_channel_id=50, shared_by=1)
+    posted = await storage.set_share_message(job.id, 2, 6000)
+    assert posted is not None and posted.showcase_message_id == 6000
+    assert await storage.remove_share(job.id, 2)
+    assert not await storage.remove_share(job.id, 2)
+    assert await storage.get_share(job.id, 2) is None
+    assert await storage.add_share(job.id, 2, guild_id=222, showcase_channel_id=50, shared_by=1)
+
+
+async def test_share_needs_an_existing_job(storage: Storage):
+    with pytest.raises(sqlite3.IntegrityError):
+        await storage.add_share(9999, 0, guild_id=1, showcase_channel_id=2, shared_by=3)
+
+
+async def test_guild_settings_defaults_and_updates(storage: Storage):
+    defaults = await storage.guild_settings(77)
+    assert defaults == GuildSettings(guild_id=77)
+    assert defaults.safety_mode == "spoiler"
+    assert defaults.allows_channel(123)
+
+    updated = await storage.update_guild_settings(
+        77, allowed_channel_ids=[1, 2], safety_mode="withhold", blocklist_add=["gore"]
+    )
+    assert updated.allowed_channel_ids == (1, 2)
+    assert updated.safety_mode == "withhold"
+    assert updated.blocklist_add == ("gore",)
+    assert updated.allows_channel(2) and not updated.allows_channel(3)
+
+    # A later change keeps the earlier ones.
+    again = await storage.update_guild_settings(77, per_user_limit=5, showcase_channel_id=9)
+    assert again == dataclasses.replace(updated, per_user_limit=5, showcase_channel_id=9)
+    assert await storage.guild_settings(77) == again
+    assert await storage.guild_settings(78) == GuildSettings(guild_id=78)
+    # None resets to the default.
+    reset = await storage.update_guild_settings(77, per_user_limit=None)
+    assert reset.per_user_limit is None
+    assert await storage.update_guild_settings(77) == reset
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"colour": "red"}, {"safety_mode": "maybe"}, {"per_user_limit": 0}, {"guild_id": 5}],
+)
+async def test_guild_settings_rejects_bad_changes(storage: Storage, changes):
+    with pytest.raises(ValueError):
+        await storage.update_guild_settings(77, **changes)
+    assert await storage.guild_settings(77) == GuildSettings(guild_id=77)
+
+
+async def test_migration_v1_to_v2_keeps_rows(db_path: Path, clock: FakeClock):
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as old:
+        assert await migrate(old, target=1) == 1
+        await old.execute(
+            "INSERT INTO jobs (kind, requester_id, guild_id, channel_id, prompt, seed, seeds, "
+            "width, height, steps, guidance, count, status, created_at, finished_at, "
+            "result_message_id) VALUES ('imagine', 1, 2, 3, 'a red fox', 7, '[7, 8, 9, 10]', "
+            "832, 1216, 4, 1.0, 4, 'done', 100.0, 104.5, 555)"
+        )
+        await old.execute(
+            "INSERT INTO jobs (kind, requester_id, channel_id, prompt, seed, width, height, "
+            "steps, guidance, count, created_at) "
+            "VALUES ('imagine', 4, 5, 'queued before upgrade', 1, 1024, 1024, 4, 1.0, 4, 200.0)"
+        )
+        await old.execute(
+            "INSERT INTO guild_settings (guild_id, allowed_channel_ids, safety_mode) "
+            "VALUES (2, '[3]', 'off')"
+        )
+        assert await schema_version(old) == 1
+
+    store = await Storage.open(db_path, clock=clock)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        fox = await store.job_by_message(555)
+        assert fox is not None
+        assert (fox.prompt, fox.seed, fox.seeds, fox.width, fox.height) == (
+            "a red fox",
+            7,
+            (7, 8, 9, 10),
+            832,
+            1216,
+        )
+        assert fox.status == "done" and fox.finished_at == 104.5 and fox.guild_id == 2
+        # Columns added in v2 have their defaults.
+        assert fox.interpreted_prompt is None and fox.model_prompt == "a red fox"
+        assert fox.raw is False and fox.nsfw_channel is False and fox.images == ()
+        assert fox.interaction_token is None and fox.locale is None and fox.strength is None
+        assert [job.prompt for job in await store.unfinished_jobs()] == ["queued before upgrade"]
+        settings = await store.guild_settings(2)
+        assert settings.allowed_channel_ids == (3,) and settings.safety_mode == "off"
+        assert settings.showcase_channel_id is None and settings.per_user_limit is None
+        # The v2 table works on the upgraded database.
+        assert await store.add_share(fox.id, 0, guild_id=2, showcase_channel_id=9, shared_by=1)
+        # New rows continue the id sequence.
+        newer = await store.create_job(new_job())
+        assert newer.id == 3
+    finally:
+        await store.close()
+
+
+async def test_reopening_is_idempotent(db_path: Path, clock: FakeClock):
+    store = await Storage.open(db_path, clock=clock)
+    job = await store.create_job(new_job())
+    await store.close()
+    for _ in range(2):
+        store = await Storage.open(db_path, clock=clock)
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert await store.get_job(job.id) == job
+        await store.close()
+
+
+async def test_failed_migration_rolls_back(tmp_path: Path):
+    broken = (MIGRATIONS[0], "ALTER TABLE jobs ADD COLUMN extra TEXT; SELECT * FROM no_such;")
+    async with aiosqlite.connect(tmp_path / "x.sqlite3", isolation_level=None) as db:
+        with pytest.raises(sqlite3.OperationalError):
+            await migrate(db, migrations=broken)
+        # Step 1 committed, step 2 rolled back entirely (its ALTER included).
+        assert await schema_version(db) == 1
+        async with db.execute("PRAGMA table_info(jobs)") as cursor:
+            columns = [row[1] for row in await cursor.fetchall()]
+        assert "extra" not in columns
+
+
+async def test_newer_schema_is_refused(db_path: Path):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="newer"):
+        await Storage.open(db_path)
+
+
+def test_job_and_new_job_fields_match_the_table():
+    # Every NewJob field is a Job field, so create_job can store all of them.
+    job_fields = {f.name for f in dataclasses.fields(Job)}
+    assert {f.name for f in dataclasses.fields(NewJob)} <= job_fields
