@@ -1,0 +1,545 @@
+"""The synchronous engine: load SDXL + LCM-LoRA once, then turn batches of requests into images.
+
+Used from one thread only (``EngineRunner`` owns that thread).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    LCMScheduler,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
+from PIL import Image
+
+from engine.errors import (
+    EngineError,
+    GenerationFailed,
+    InvalidRequest,
+    ModelNotFound,
+    OutOfGPUMemory,
+)
+from engine.requests import (
+    SEED_LIMIT,
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    StepProgress,
+)
+from engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[StepProgress], object]
+
+PREVIEW_MAX_SIDE = 256
+DEFAULT_LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+CLIP_MAX_TOKENS = 77  # SDXL's CLIP text encoders, BOS and EOS included
+MEMORY_HINT = (
+    "SDXL in fp16 needs about 10 GB of free GPU memory for 1024x1024 images in a batch of 4"
+)
+_DROPPED_PREVIEW_CHARS = 80
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A slice of one request's images (all of them unless an OOM retry split it)."""
+
+    index: int  # position of the request in the batch
+    prompt: str  # cut to what the text encoders take
+    negative_prompt: str
+    seeds: tuple[int, ...]
+    init_image: Image.Image | None
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("IMAGINE_DEVICE is 'cuda' but no CUDA GPU is available to PyTorch.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> fp16 on CUDA, fp32 on CPU (fp16 on CPU works but is ~15x slower)."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if device.type == "cpu" and dtype == "float16":
+        log.warning("float16 on CPU is very slow; IMAGINE_DTYPE=float32 is the better choice")
+    return _DTYPES[dtype]
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).expanduser().exists()
+
+
+def _not_found(what: str, name: str, exc: BaseException) -> ModelNotFound:
+    where = (
+        "could not be loaded from that folder"
+        if _is_local(name)
+        else "is not a local folder or file and could not be loaded from the Hugging Face Hub"
+    )
+    return ModelNotFound(f"{what} '{name}' not found: it {where} ({_first_line(exc)}).")
+
+
+def _load_lora(pipe: StableDiffusionXLPipeline, lora: str) -> None:
+    """Load a LoRA from a .safetensors file, a folder or a hub id, fuse it and drop the adapter."""
+    path = Path(lora).expanduser()
+    if path.is_file():
+        source, weight_name = str(path.parent), path.name
+    elif path.is_dir():
+        files = sorted(p.name for p in path.glob("*.safetensors"))
+        if DEFAULT_LORA_WEIGHT_NAME in files or not files:
+            weight_name = DEFAULT_LORA_WEIGHT_NAME
+        else:
+            weight_name = files[0]
+        source = str(path)
+    elif lora.endswith(".safetensors") and lora.count("/") >= 2 and not lora.startswith((".", "/")):
+        # "owner/repo/file.safetensors": a file inside a hub repository.
+        source, weight_name = lora.rsplit("/", 1)
+    elif lora.endswith(".safetensors"):
+        raise ModelNotFound(f"LoRA file '{lora}' not found.")
+    else:
+        # Offline loading from the hub cache needs the file name, not just the repo id.
+        source, weight_name = lora, DEFAULT_LORA_WEIGHT_NAME
+    try:
+        pipe.load_lora_weights(source, weight_name=weight_name)
+    except (OSError, ValueError) as exc:
+        raise _not_found("LoRA", lora, exc) from exc
+    # Fusing removes the LoRA's extra matmuls and kernels from every step; unloading then drops
+    # the now unused adapter weights (the fused base weights stay).
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+
+
+def _load_preview_vae(name: str, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
+    try:
+        taesd = AutoencoderTiny.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise _not_found("Preview VAE", name, exc) from exc
+    return taesd.to(device).eval()
+
+
+def _effective_img2img_steps(steps: int, strength: float, limit: int) -> tuple[int, int]:
+    """Return (num_inference_steps, steps actually run) so img2img runs ``steps`` steps.
+
+    diffusers runs only ``int(num_inference_steps * strength)`` of the schedule, so raise
+    ``num_inference_steps`` until that equals ``steps`` (LCM caps the schedule at ``limit``).
+    """
+    total = max(steps, math.ceil(steps / strength))
+    while int(total * strength) < steps and total < limit:
+        total += 1  # float rounding, e.g. 100 * 0.29 == 28.999...
+    total = min(total, limit)
+    return total, max(1, min(int(total * strength), total))
+
+
+class Engine:
+    """Owns a loaded SDXL pipeline and generates batches of requests.
+
+    Not thread-safe: call it from one thread (``EngineRunner`` does).
+    """
+
+    def __init__(
+        self,
+        pipe: StableDiffusionXLPipeline,
+        settings: EngineSettings,
+        *,
+        preview_vae: AutoencoderTiny | None = None,
+    ) -> None:
+        self.pipe = pipe
+        self.settings = settings
+        self.preview_vae = preview_vae
+        self.device = pipe.device
+        self.dtype = pipe.unet.dtype
+        self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
+        self._compiled = False
+        pipe.set_progress_bar_config(disable=True)
+        tokenizer = pipe.tokenizer or pipe.tokenizer_2
+        max_length = getattr(tokenizer, "model_max_length", CLIP_MAX_TOKENS)
+        self.max_tokens = max_length if max_length < 10_000 else CLIP_MAX_TOKENS
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, settings: EngineSettings) -> Engine:
+        """Load the pipeline, swap in LCMScheduler, fuse the LoRA, move to the device.
+
+        Raises:
+            ModelNotFound: the model, LoRA, VAE or preview VAE cannot be found.
+            OutOfGPUMemory: the GPU is too small for the model.
+            EngineError: bad device or attention settings.
+        """
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        started = time.perf_counter()
+        log.info("loading %s on %s (%s)", settings.model, device, str(dtype).removeprefix("torch."))
+        components = {}
+        if settings.vae:
+            try:
+                components["vae"] = AutoencoderKL.from_pretrained(settings.vae, dtype=dtype)
+            except (OSError, ValueError) as exc:
+                raise _not_found("VAE", settings.vae, exc) from exc
+        try:
+            pipe = StableDiffusionXLPipeline.from_pretrained(
+                settings.model, dtype=dtype, **components
+            )
+        except (OSError, ValueError) as exc:
+            raise _not_found("Model", settings.model, exc) from exc
+        pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+        if settings.lora:
+            _load_lora(pipe, settings.lora)
+        try:
+            pipe.to(device)
+            preview_vae = (
+                _load_preview_vae(settings.preview_vae, device, dtype)
+                if settings.preview_vae
+                else None
+            )
+        except torch.cuda.OutOfMemoryError as exc:
+            raise OutOfGPUMemory(
+                f"Not enough GPU memory to load the model: {MEMORY_HINT}."
+            ) from exc
+        if settings.attention == "xformers":
+            try:
+                import xformers  # noqa: F401
+            except ImportError as exc:
+                raise EngineError(
+                    "IMAGINE_ATTENTION is 'xformers' but xformers is not installed "
+                    "(pip install xformers, or use 'sdpa')."
+                ) from exc
+            pipe.enable_xformers_memory_efficient_attention()
+        # Otherwise diffusers uses PyTorch's scaled_dot_product_attention (SDPA) by default.
+        log.info("model ready in %.1f s", time.perf_counter() - started)
+        return cls(pipe, settings, preview_vae=preview_vae)
+
+    def _compile(self) -> None:
+        if self._compiled:
+            return
+        self._compiled = True
+        if self.device.type != "cuda":
+            log.info("IMAGINE_COMPILE ignored: torch.compile is only used on CUDA")
+            return
+        log.info("compiling UNet and VAE decoder (max-autotune, takes a few minutes)")
+        self.pipe.unet.to(memory_format=torch.channels_last)
+        self.pipe.vae.to(memory_format=torch.channels_last)
+        self.pipe.unet = torch.compile(self.pipe.unet, mode="max-autotune-no-cudagraphs")
+        self.pipe.vae.decode = torch.compile(
+            self.pipe.vae.decode, mode="max-autotune-no-cudagraphs"
+        )
+
+    def warm_up(self) -> None:
+        """Run one small generation so lazy initialisation (and compilation) happens now."""
+        started = time.perf_counter()
+        if self.settings.compile:
+            self._compile()
+        if self._compiled and self.device.type == "cuda":
+            # Compiled graphs are specialised to shapes: warm up with a real request's shapes.
+            side, count, steps = self.settings.resolution, self.settings.images_per_request, 0
+        else:
+            side, count, steps = min(self.settings.resolution, 512), 1, 1
+        side = max(64, side // 64 * 64) if side >= 64 else side
+        request = GenerationRequest(
+            prompt="warm-up",
+            seed=0,
+            width=side,
+            height=side,
+            steps=steps or self.settings.steps,
+            guidance=self.settings.guidance,
+            count=count,
+        )
+        self.generate(request)
+        log.info("warm-up done in %.1f s", time.perf_counter() - started)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerationRequest, progress: ProgressCallback | None = None
+    ) -> GenerationResult:
+        """Generate one request's images. See ``generate_batch``."""
+        return self.generate_batch([request], progress)[0]
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+    ) -> list[GenerationResult]:
+        """Generate several requests in one pipeline call.
+
+        Each request's images equal what ``generate(request)`` alone gives, pixel for pixel:
+        every image has its own generator seeded with its own seed.
+
+        Args:
+            requests: requests that all share one ``batch_key``.
+            progress: called on this thread after every step with a ``StepProgress``.
+
+        Returns:
+            One ``GenerationResult`` per request, in order.
+
+        Raises:
+            ValueError: the requests do not share a ``batch_key``.
+            InvalidRequest: an init image cannot be read.
+            OutOfGPUMemory: still out of GPU memory after retrying in two halves.
+            GenerationFailed: anything else that failed inside the pipeline.
+        """
+        requests = list(requests)
+        if not requests:
+            return []
+        if len({r.batch_key for r in requests}) != 1:
+            raise ValueError("generate_batch() needs requests that share one batch_key")
+        notes: list[list[str]] = []
+        jobs: list[_Job] = []
+        for index, request in enumerate(requests):
+            request_notes = list(request.notes)
+            prompt = self._fit_prompt(request.prompt, "Prompt", request_notes)
+            negative = self._fit_prompt(request.negative_prompt, "Negative prompt", request_notes)
+            init_image = self._read_init_image(request)
+            notes.append(request_notes)
+            jobs.append(_Job(index, prompt, negative, request.seeds, init_image))
+
+        first = requests[0]
+        started = time.perf_counter()
+        try:
+            images = self._generate_with_retry(first, jobs, progress)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise GenerationFailed(f"Image generation failed: {_first_line(exc)}") from exc
+        seconds = time.perf_counter() - started
+
+        results = [
+            GenerationResult(
+                request=request,
+                images=tuple(
+                    GeneratedImage(seed, image)
+                    for seed, image in zip(request.seeds, images[i], strict=True)
+                ),
+                seconds=seconds,
+                notes=tuple(notes[i]),
+            )
+            for i, request in enumerate(requests)
+        ]
+        log.info(
+            "batch: %d request(s), %d image(s), %dx%d, %d step(s), %s, seeds %s, %.2f s",
+            len(requests),
+            sum(r.count for r in requests),
+            first.width,
+            first.height,
+            first.steps,
+            "img2img" if first.init_image is not None else "txt2img",
+            ",".join(str(r.seed) for r in requests),
+            seconds,
+        )
+        return results
+
+    def _fit_prompt(self, text: str, label: str, notes: list[str]) -> str:
+        """Cut ``text`` to what the CLIP tokenizers take and note what was dropped."""
+        if not text:
+            return text
+        limit = self.max_tokens - 2  # BOS and EOS
+        kept = text
+        for tokenizer in (self.pipe.tokenizer, self.pipe.tokenizer_2):
+            if tokenizer is None:
+                continue
+            kept = _cut_to_tokens(tokenizer, kept, limit)
+        if kept == text:
+            return text
+        dropped = text[len(kept) :].strip()
+        if len(dropped) > _DROPPED_PREVIEW_CHARS:
+            dropped = dropped[: _DROPPED_PREVIEW_CHARS - 1].rstrip() + "…"
+        notes.append(f"{label} was cut to {self.max_tokens} tokens; dropped: '{dropped}'")
+        log.info("%s cut to %d tokens", label.lower(), self.max_tokens)
+        return kept.rstrip()
+
+    @staticmethod
+    def _read_init_image(request: GenerationRequest) -> Image.Image | None:
+        if request.init_image is None:
+            return None
+        try:
+            image = Image.open(io.BytesIO(request.init_image))
+            image.load()
+        except Exception as exc:
+            raise InvalidRequest("The source image could not be read as an image.") from exc
+        image = image.convert("RGB")
+        if image.size != (request.width, request.height):
+            image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
+        return image
+
+    def _generate_with_retry(
+        self, spec: GenerationRequest, jobs: list[_Job], progress: ProgressCallback | None
+    ) -> list[list[Image.Image]]:
+        """Run the batch; on CUDA OOM retry once as two half batches."""
+        try:
+            return self._merge(jobs, [(jobs, self._run(spec, jobs, progress))])
+        except torch.cuda.OutOfMemoryError as exc:
+            total = sum(len(job.seeds) for job in jobs)
+            if total < 2:
+                raise OutOfGPUMemory(f"The GPU ran out of memory: {MEMORY_HINT}.") from exc
+            log.warning("CUDA out of memory with %d images; retrying in two halves", total)
+        self._free_memory()
+        halves = _split_in_half(jobs)
+        try:
+            parts = [(half, self._run(spec, half, progress)) for half in halves]
+        except torch.cuda.OutOfMemoryError as exc:
+            self._free_memory()
+            raise OutOfGPUMemory(
+                f"The GPU ran out of memory even with half the batch: {MEMORY_HINT}."
+            ) from exc
+        return self._merge(jobs, parts)
+
+    def _free_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @staticmethod
+    def _merge(
+        jobs: list[_Job], parts: list[tuple[list[_Job], list[Image.Image]]]
+    ) -> list[list[Image.Image]]:
+        """Gather the images of each request (by job index) from one or more pipeline calls."""
+        by_request: dict[int, list[Image.Image]] = {job.index: [] for job in jobs}
+        for part_jobs, images in parts:
+            position = 0
+            for job in part_jobs:
+                by_request[job.index].extend(images[position : position + len(job.seeds)])
+                position += len(job.seeds)
+        return [by_request[index] for index in sorted(by_request)]
+
+    def _img2img_pipe(self) -> StableDiffusionXLImg2ImgPipeline:
+        if self._img2img is None:
+            # Shares every component with the text-to-image pipeline: no second copy in memory.
+            self._img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    @torch.inference_mode()
+    def _run(
+        self, spec: GenerationRequest, jobs: list[_Job], progress: ProgressCallback | None
+    ) -> list[Image.Image]:
+        """One diffusers call for all images of ``jobs``; returns them in job order."""
+        pipe = self.pipe
+        guidance = spec.guidance
+        use_cfg = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
+        embeds: list[tuple[torch.Tensor, ...]] = []
+        for job in jobs:
+            # Encode each prompt once; encode_prompt repeats it for each of the job's images.
+            embeds.append(
+                pipe.encode_prompt(
+                    job.prompt,
+                    device=self.device,
+                    num_images_per_prompt=len(job.seeds),
+                    do_classifier_free_guidance=use_cfg,
+                    negative_prompt=job.negative_prompt or None,
+                )
+            )
+        kwargs: dict = {
+            "prompt_embeds": torch.cat([e[0] for e in embeds]),
+            "pooled_prompt_embeds": torch.cat([e[2] for e in embeds]),
+            "guidance_scale": guidance,
+            "generator": [
+                torch.Generator(self.device).manual_seed(seed % SEED_LIMIT)
+                for job in jobs
+                for seed in job.seeds
+            ],
+        }
+        if use_cfg:
+            kwargs["negative_prompt_embeds"] = torch.cat([e[1] for e in embeds])
+            kwargs["negative_pooled_prompt_embeds"] = torch.cat([e[3] for e in embeds])
+
+        total_steps = spec.steps
+        if spec.init_image is not None:
+            runner = self._img2img_pipe()
+            limit = getattr(pipe.scheduler.config, "original_inference_steps", 1000) or 1000
+            num_steps, total_steps = _effective_img2img_steps(spec.steps, spec.strength, limit)
+            kwargs |= {
+                "image": [job.init_image for job in jobs for _ in job.seeds],
+                "strength": spec.strength,
+                "num_inference_steps": num_steps,
+            }
+        else:
+            runner = pipe
+            kwargs |= {
+                "height": spec.height,
+                "width": spec.width,
+                "num_inference_steps": spec.steps,
+            }
+        if progress is not None:
+            kwargs["callback_on_step_end"] = self._progress_callback(progress, total_steps)
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+        return list(runner(**kwargs).images)
+
+    def _progress_callback(self, progress: ProgressCallback, total: int):
+        def on_step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
+            preview = None
+            if self.preview_vae is not None:
+                preview = self._preview(tensors["latents"])
+            progress(StepProgress(step=min(step + 1, total), total=total, preview=preview))
+            return tensors
+
+        return on_step_end
+
+    def _preview(self, latents: torch.Tensor) -> Image.Image | None:
+        """Decode the first image's latents with TAESD into a small preview."""
+        assert self.preview_vae is not None
+        try:
+            decoded = self.preview_vae.decode(latents[:1].to(self.preview_vae.dtype)).sample
+        except Exception:
+            log.exception("preview decode failed; continuing without a preview")
+            return None
+        pixels = ((decoded[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        image = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+        image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+        return image
+
+
+def _cut_to_tokens(tokenizer, text: str, limit: int) -> str:
+    """The longest prefix of ``text`` (at a token boundary) that is at most ``limit`` tokens."""
+    encoding = tokenizer(
+        text,
+        add_special_tokens=False,
+        truncation=False,
+        return_offsets_mapping=True,
+        verbose=False,  # we know it may be too long: that is why we are counting
+    )
+    ids = encoding["input_ids"]
+    if len(ids) <= limit:
+        return text
+    offsets = encoding.get("offset_mapping")
+    if offsets:
+        return text[: offsets[limit - 1][1]]
+    # Slow tokenizers have no offsets: decode the kept tokens instead (may normalise case).
+    return tokenizer.decode(ids[:limit])
+
+
+def _split_in_half(jobs: list[_Job]) -> list[list[_Job]]:
+    """Split jobs into two lists with half the images each (a request may be split)."""
+    images = [(job, i) for job in jobs for i in range(len(job.seeds))]
+    middle = len(images) // 2
+    halves: list[list[_Job]] = []
+    for part in (images[:middle], images[middle:]):
+        grouped: list[_Job] = []
+        for job, i in part:
+            if grouped and grouped[-1].index == job.index:
+                last = grouped[-1]
+                grouped[-1] = replace(last, seeds=(*last.seeds, job.seeds[i]))
+            else:
+                grouped.append(replace(job, seeds=(job.seeds[i],)))
+        halves.append(grouped)
+    return halves
