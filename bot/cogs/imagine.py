@@ -1,0 +1,218 @@
+"""Slash commands: /imagine, /imagine-settings, /history, /info and the "Imagine info" menu."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.actions import Ask, handle_reply, start_from_interaction
+from bot.jobs import facts_for
+from bot.storage import SAFETY_MODES
+from engine import ASPECT_RATIOS
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+log = logging.getLogger(__name__)
+
+ASPECT_CHOICES = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
+SAFETY_CHOICES = [app_commands.Choice(name=m, value=m) for m in sorted(SAFETY_MODES)]
+
+
+def _split_terms(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+class Imagine(commands.Cog):
+    """Everything users type."""
+
+    def __init__(self, bot: ImagineBot):
+        self.bot = bot
+        self.info_menu = app_commands.ContextMenu(name="Imagine info", callback=self.info_message)
+        bot.tree.add_command(self.info_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.info_menu.name, type=self.info_menu.type)
+
+    @app_commands.command(name="imagine", description="Turn a prompt into four images")
+    @app_commands.describe(
+        prompt="What to draw (English or Chinese)",
+        negative_prompt="What to avoid (turns on a little guidance)",
+        seed="Seed of the first image, to reproduce a result",
+        aspect_ratio="Shape of the images",
+        raw="Send the prompt to the model as typed, without translation",
+    )
+    @app_commands.choices(aspect_ratio=ASPECT_CHOICES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 6000],
+        negative_prompt: app_commands.Range[str, 0, 6000] | None = None,
+        seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
+        aspect_ratio: app_commands.Choice[str] | None = None,
+        raw: bool = False,
+    ) -> None:
+        if not prompt.strip():
+            await interaction.response.send_message(
+                "The prompt is empty. Describe the image you want.", ephemeral=True
+            )
+            return
+        ask = Ask(
+            prompt=prompt.strip(),
+            negative_prompt=(negative_prompt or "").strip(),
+            seed=seed,
+            aspect_ratio=aspect_ratio.value if aspect_ratio else "1:1",
+            raw=raw,
+        )
+        await start_from_interaction(self.bot, interaction, ask)
+
+    @app_commands.command(name="history", description="Your recent images")
+    async def history(self, interaction: discord.Interaction) -> None:
+        jobs = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)
+        if not jobs:
+            await interaction.response.send_message(
+                "You have not made any images yet.", ephemeral=True
+            )
+            return
+        lines = []
+        for job in jobs:
+            where = (
+                render.message_link(job.guild_id, job.channel_id, job.result_message_id)
+                if job.result_message_id
+                else job.status
+            )
+            lines.append(f"`{job.id}` {render.shorten(job.prompt, 80)} — {where}")
+        await interaction.response.send_message(
+            "\n".join(lines)[: render.MESSAGE_LIMIT], ephemeral=True
+        )
+
+    @app_commands.command(name="info", description="Full parameters of a job, to reproduce it")
+    @app_commands.describe(job="The job number shown under the images")
+    async def info(self, interaction: discord.Interaction, job: int) -> None:
+        await self._send_info(interaction, await self.bot.storage.get_job(job))
+
+    async def info_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        job = await self.bot.storage.job_by_message(message.id)
+        await self._send_info(interaction, job)
+
+    async def _send_info(self, interaction: discord.Interaction, job) -> None:
+        if job is None:
+            await interaction.response.send_message(
+                "That is not one of my image sets.", ephemeral=True
+            )
+            return
+        await interaction.response.send_message(
+            render.info_text(facts_for(job)),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(
+        name="imagine-settings", description="View or change this server's settings"
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(
+        showcase="Channel where ⭐ posts shared images",
+        safety_mode="What to do with images the safety filter flags",
+        allowed_channels="Channels (#mentions) where /imagine works; 'all' = everywhere",
+        block="Words to add to the blocklist (comma separated)",
+        unblock="Words to remove from the blocklist (comma separated)",
+        per_user_limit="Most jobs one member may have waiting",
+    )
+    @app_commands.choices(safety_mode=SAFETY_CHOICES)
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        showcase: discord.TextChannel | None = None,
+        safety_mode: app_commands.Choice[str] | None = None,
+        allowed_channels: str | None = None,
+        block: str | None = None,
+        unblock: str | None = None,
+        per_user_limit: app_commands.Range[int, 1, 50] | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        storage = self.bot.storage
+        current = await storage.guild_settings(interaction.guild_id)
+        changes: dict[str, object] = {}
+        if showcase is not None:
+            changes["showcase_channel_id"] = showcase.id
+        if safety_mode is not None:
+            changes["safety_mode"] = safety_mode.value
+        if allowed_channels is not None:
+            ids = (
+                []
+                if allowed_channels.strip().lower() == "all"
+                else [
+                    int(part.strip("<#>"))
+                    for part in allowed_channels.split()
+                    if part.strip("<#>").isdigit()
+                ]
+            )
+            changes["allowed_channel_ids"] = ids
+        if block:
+            added = _split_terms(block)
+            changes["blocklist_add"] = sorted({*current.blocklist_add, *added})
+            changes["blocklist_remove"] = sorted(set(current.blocklist_remove) - set(added))
+        if unblock:
+            removed = _split_terms(unblock)
+            changes["blocklist_remove"] = sorted({*current.blocklist_remove, *removed})
+            changes["blocklist_add"] = sorted(
+                set(changes.get("blocklist_add", current.blocklist_add)) - set(removed)
+            )
+        if per_user_limit is not None:
+            changes["per_user_limit"] = per_user_limit
+        if changes:
+            if not interaction.permissions.manage_guild:
+                await interaction.response.send_message(
+                    "Only members with the Manage Server permission can change these settings.",
+                    ephemeral=True,
+                )
+                return
+            current = await storage.update_guild_settings(interaction.guild_id, **changes)
+            log.info(
+                "guild %s settings changed by %s: %s",
+                interaction.guild_id,
+                interaction.user.id,
+                sorted(changes),
+            )
+        await interaction.response.send_message(
+            _settings_text(current, saved=bool(changes)), ephemeral=True
+        )
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.reference is None:
+            return
+        try:
+            await handle_reply(self.bot, message)
+        except Exception:
+            log.exception("reply %s could not be handled", message.id)
+            await message.reply(
+                "Something went wrong with that reply; please try again.", mention_author=False
+            )
+
+
+def _settings_text(settings, *, saved: bool) -> str:
+    channels = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids) or "all channels"
+    showcase = f"<#{settings.showcase_channel_id}>" if settings.showcase_channel_id else "not set"
+    lines = [
+        "Settings saved." if saved else "Settings for this server:",
+        f"- showcase: {showcase}",
+        f"- /imagine allowed in: {channels}",
+        f"- safety filter: {settings.safety_mode}",
+        f"- extra blocked words: {len(settings.blocklist_add)}; unblocked defaults: "
+        f"{len(settings.blocklist_remove)}",
+        f"- queued jobs per member: {settings.per_user_limit or 'default'}",
+    ]
+    return "\n".join(lines)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(Imagine(bot))

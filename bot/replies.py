@@ -1,0 +1,73 @@
+"""Reading a user's reply to a result message: a new prompt, flags, or a plain re-roll."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+REROLL_WORDS = {"", "🔄", "again", "reroll", "re-roll", "more", "再来", "再來", "重来", "重來"}
+_MENTION = re.compile(r"^\s*<@!?(\d+)>\s*")
+_FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw)\b=?")
+
+
+@dataclass(frozen=True)
+class ReplyCommand:
+    """What a reply asks for. ``prompt`` None means: re-roll the replied job."""
+
+    prompt: str | None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    aspect_ratio: str | None = None
+    raw: bool = False
+    bad_seed: str | None = None
+
+
+def strip_bot_mention(content: str, bot_id: int) -> str:
+    """Drop a leading mention of the bot (``<@id>`` or ``<@!id>``); other mentions stay."""
+    match = _MENTION.match(content)
+    if match and int(match.group(1)) == bot_id:
+        return content[match.end() :]
+    return content
+
+
+def parse_reply(content: str) -> ReplyCommand:
+    """Parse ``a red fox --seed 42 --ar 16:9 --raw --no blurry, text`` style replies.
+
+    ``--seed``, ``--ar`` take one word; ``--raw`` takes none; ``--no`` takes everything up to
+    the next flag. What is left is the new prompt. An empty remainder (or a re-roll word such
+    as ``again`` or ``🔄``) keeps the replied job's prompt.
+    """
+    chunks = _FLAG_SPLIT.split(" " + content)
+    prompt_parts = [chunks[0]]
+    seed: int | None = None
+    bad_seed: str | None = None
+    negative: str | None = None
+    aspect: str | None = None
+    raw = False
+    for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
+        value, _, rest = body.strip().partition(" ")
+        if name == "no":
+            negative = body.strip()
+            continue
+        if name == "raw":
+            raw = True
+            prompt_parts.append(body)
+            continue
+        if name == "seed":
+            if value.isdigit() and int(value) < 2**32:
+                seed = int(value)
+            else:
+                bad_seed = value
+        else:
+            aspect = value or None
+        prompt_parts.append(rest)
+    text = " ".join(" ".join(prompt_parts).split())
+    prompt = None if text.casefold() in REROLL_WORDS else text
+    return ReplyCommand(
+        prompt=prompt,
+        seed=seed,
+        negative_prompt=negative,
+        aspect_ratio=aspect,
+        raw=raw,
+        bad_seed=bad_seed,
+    )

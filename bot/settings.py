@@ -1,0 +1,51 @@
+"""The bot's one typed settings object, read from the environment and ``.env`` once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine import EngineSettings
+
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
+
+
+class BotSettings(BaseSettings):
+    """Everything the bot reads from the environment (engine settings nested under ``engine``)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    discord_token: SecretStr = Field(
+        validation_alias=AliasChoices("DISCORD_TOKEN", "discord_token")
+    )
+    discord_api_base: str = Field(
+        DISCORD_API_BASE, validation_alias=AliasChoices("DISCORD_API_BASE", "discord_api_base")
+    )
+    discord_gateway_url: str = Field(
+        DISCORD_GATEWAY_URL,
+        validation_alias=AliasChoices("DISCORD_GATEWAY_URL", "discord_gateway_url"),
+    )
+    data_dir: Path = Field(
+        Path("./data"), validation_alias=AliasChoices("IMAGINE_DATA_DIR", "data_dir")
+    )
+    queue_max_jobs: int = Field(
+        100, ge=1, validation_alias=AliasChoices("IMAGINE_QUEUE_MAX_JOBS", "queue_max_jobs")
+    )
+    queue_per_user: int = Field(
+        3, ge=1, validation_alias=AliasChoices("IMAGINE_QUEUE_PER_USER", "queue_per_user")
+    )
+    sync_guild_id: int | None = Field(
+        None, validation_alias=AliasChoices("IMAGINE_SYNC_GUILD_ID", "sync_guild_id")
+    )
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "imagine.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
