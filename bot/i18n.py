@@ -1,0 +1,237 @@
+"""Simplified (zh-CN) and Traditional (zh-TW) Chinese for commands and replies.
+
+Two pieces:
+
+* ``ImagineTranslator``: a ``discord.app_commands.Translator``. discord.py asks it, at
+  ``CommandTree.sync``, for every command/option name and description in every locale; it
+  answers from ``COMMAND_TRANSLATIONS``, keyed by the English string (the ``locale_str``
+  message), and returns None for anything else so Discord shows the English.
+* ``t(key, locale, **kw)``: user-facing reply text in the interaction's locale; English for any
+  other locale.
+
+The English command texts the cogs should use are in ``COMMAND_TEXT`` so the keys match.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+
+log = logging.getLogger(__name__)
+
+ENGLISH = "en-US"
+SIMPLIFIED = "zh-CN"
+TRADITIONAL = "zh-TW"
+
+# English names and descriptions for the cogs (Discord: names <= 32, descriptions <= 100).
+COMMAND_TEXT: dict[str, str] = {
+    "imagine": "Create four images from a prompt",
+    "imagine.prompt": "What to draw, in English or Chinese",
+    "imagine.negative_prompt": "What to keep out of the images",
+    "imagine.seed": "Seed for repeatable results (random when empty)",
+    "imagine.aspect_ratio": "Image shape, width:height",
+    "imagine.raw": "Use the prompt exactly as typed, without translation",
+    "imagine-settings": "Imagine settings for this server (needs Manage Server)",
+    "history": "Your recent images",
+    "info": "About this bot: model, speed and queue",
+}
+
+# English string -> {locale: translation}. Names: Discord allows Chinese characters in command
+# and option names (they must match ^[-_\p{L}\p{N}]{1,32}$ and be lowercase where the script has
+# case). Context-menu names may contain spaces.
+COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
+    # names
+    "imagine": {SIMPLIFIED: "画图", TRADITIONAL: "畫圖"},
+    "prompt": {SIMPLIFIED: "提示词", TRADITIONAL: "提示詞"},
+    "negative_prompt": {SIMPLIFIED: "反向提示词", TRADITIONAL: "反向提示詞"},
+    "seed": {SIMPLIFIED: "种子", TRADITIONAL: "種子"},
+    "aspect_ratio": {SIMPLIFIED: "宽高比", TRADITIONAL: "寬高比"},
+    "raw": {SIMPLIFIED: "原文", TRADITIONAL: "原文"},
+    "imagine-settings": {SIMPLIFIED: "画图设置", TRADITIONAL: "畫圖設定"},
+    "history": {SIMPLIFIED: "历史记录", TRADITIONAL: "歷史紀錄"},
+    "info": {SIMPLIFIED: "信息", TRADITIONAL: "資訊"},
+    "Imagine info": {SIMPLIFIED: "画图信息", TRADITIONAL: "畫圖資訊"},
+    # descriptions
+    COMMAND_TEXT["imagine"]: {
+        SIMPLIFIED: "根据提示词生成四张图片",
+        TRADITIONAL: "根據提示詞生成四張圖片",
+    },
+    COMMAND_TEXT["imagine.prompt"]: {
+        SIMPLIFIED: "要画的内容，中文或英文均可",
+        TRADITIONAL: "要畫的內容，中文或英文皆可",
+    },
+    COMMAND_TEXT["imagine.negative_prompt"]: {
+        SIMPLIFIED: "不希望出现在图片中的内容",
+        TRADITIONAL: "不希望出現在圖片中的內容",
+    },
+    COMMAND_TEXT["imagine.seed"]: {
+        SIMPLIFIED: "随机种子，用于复现结果（留空则随机）",
+        TRADITIONAL: "隨機種子，用於重現結果（留空則隨機）",
+    },
+    COMMAND_TEXT["imagine.aspect_ratio"]: {
+        SIMPLIFIED: "图片宽高比（宽:高）",
+        TRADITIONAL: "圖片寬高比（寬:高）",
+    },
+    COMMAND_TEXT["imagine.raw"]: {
+        SIMPLIFIED: "按原样使用提示词，不翻译",
+        TRADITIONAL: "按原樣使用提示詞，不翻譯",
+    },
+    COMMAND_TEXT["imagine-settings"]: {
+        SIMPLIFIED: "本服务器的画图设置（需要“管理服务器”权限）",
+        TRADITIONAL: "本伺服器的畫圖設定（需要「管理伺服器」權限）",
+    },
+    COMMAND_TEXT["history"]: {
+        SIMPLIFIED: "你最近生成的图片",
+        TRADITIONAL: "你最近生成的圖片",
+    },
+    COMMAND_TEXT["info"]: {
+        SIMPLIFIED: "关于本机器人：模型、速度和队列",
+        TRADITIONAL: "關於本機器人：模型、速度與佇列",
+    },
+}
+
+# Reply strings: key -> {locale: text}. Placeholders use str.format names.
+MESSAGES: dict[str, dict[str, str]] = {
+    "empty_prompt": {
+        ENGLISH: "Please give a prompt: describe what to draw.",
+        SIMPLIFIED: "请输入提示词，描述你想画的内容。",
+        TRADITIONAL: "請輸入提示詞，描述你想畫的內容。",
+    },
+    # The matched term is deliberately not echoed (it is logged for moderators): repeating an
+    # explicit word back, even ephemerally, helps nobody, and admins can see and adjust the list.
+    "prompt_blocked": {
+        ENGLISH: "This prompt contains a term that is blocked on this server. Please rephrase it.",
+        SIMPLIFIED: "提示词中包含本服务器禁止的词语，请修改后重试。",
+        TRADITIONAL: "提示詞中包含本伺服器禁止的詞語，請修改後重試。",
+    },
+    "queue_full": {
+        ENGLISH: "The queue is full right now. Please try again in a minute.",
+        SIMPLIFIED: "队列已满，请稍后再试。",
+        TRADITIONAL: "佇列已滿，請稍後再試。",
+    },
+    "user_limit": {
+        ENGLISH: "You already have {limit} jobs waiting. Please wait for one to finish.",
+        SIMPLIFIED: "你已有 {limit} 个任务在排队，请等其中一个完成后再试。",
+        TRADITIONAL: "你已有 {limit} 個任務在排隊，請等其中一個完成後再試。",
+    },
+    "not_yours": {
+        ENGLISH: "Only the person who made these images can do that.",
+        SIMPLIFIED: "只有生成这些图片的人才能进行此操作。",
+        TRADITIONAL: "只有生成這些圖片的人才能進行此操作。",
+    },
+    "job_not_found": {
+        ENGLISH: "I can't find that job any more.",
+        SIMPLIFIED: "找不到这个任务了。",
+        TRADITIONAL: "找不到這個任務了。",
+    },
+    "generation_failed": {
+        ENGLISH: "Something went wrong while making the images. Please try again.",
+        SIMPLIFIED: "生成图片时出错了，请重试。",
+        TRADITIONAL: "生成圖片時出錯了，請重試。",
+    },
+    "interpreted_as": {
+        ENGLISH: "Interpreted as: {text}",
+        SIMPLIFIED: "翻译为：{text}",
+        TRADITIONAL: "翻譯為：{text}",
+    },
+    "translation_bypass_hint": {
+        ENGLISH: "Add --raw (or set raw to True) to use your prompt exactly as typed.",
+        SIMPLIFIED: "加上 --raw（或将“原文”设为 True）即可按原样使用提示词，不翻译。",
+        TRADITIONAL: "加上 --raw（或將「原文」設為 True）即可按原樣使用提示詞，不翻譯。",
+    },
+    "showcase_not_set": {
+        ENGLISH: "This server has no showcase channel yet. "
+        "An admin can set one in /imagine-settings.",
+        SIMPLIFIED: "本服务器尚未设置展示频道，管理员可以在 /imagine-settings 中设置。",
+        TRADITIONAL: "本伺服器尚未設定展示頻道，管理員可以在 /imagine-settings 中設定。",
+    },
+    "already_shared": {
+        ENGLISH: "Already shared: {link}",
+        SIMPLIFIED: "已经分享过了：{link}",
+        TRADITIONAL: "已經分享過了：{link}",
+    },
+    "shared": {
+        ENGLISH: "Shared to the showcase: {link}",
+        SIMPLIFIED: "已分享到展示频道：{link}",
+        TRADITIONAL: "已分享到展示頻道：{link}",
+    },
+    "settings_saved": {
+        ENGLISH: "Settings saved.",
+        SIMPLIFIED: "设置已保存。",
+        TRADITIONAL: "設定已儲存。",
+    },
+    "no_permission": {
+        ENGLISH: "You need the Manage Server permission to do that.",
+        SIMPLIFIED: "你需要“管理服务器”权限才能进行此操作。",
+        TRADITIONAL: "你需要「管理伺服器」權限才能進行此操作。",
+    },
+    "image_withheld": {
+        ENGLISH: "Images withheld by the safety filter: {count}",
+        SIMPLIFIED: "被安全过滤器隐藏的图片：{count} 张",
+        TRADITIONAL: "被安全過濾器隱藏的圖片：{count} 張",
+    },
+    "cancelled": {
+        ENGLISH: "Cancelled.",
+        SIMPLIFIED: "已取消。",
+        TRADITIONAL: "已取消。",
+    },
+    "queued": {
+        ENGLISH: "#{position} in queue, starts in about {eta}",
+        SIMPLIFIED: "排队第 {position} 位，约 {eta} 后开始",
+        TRADITIONAL: "排隊第 {position} 位，約 {eta} 後開始",
+    },
+    "step_progress": {
+        ENGLISH: "step {step}/{total}",
+        SIMPLIFIED: "第 {step}/{total} 步",
+        TRADITIONAL: "第 {step}/{total} 步",
+    },
+}
+
+
+def language_for(locale: discord.Locale | str | None) -> str:
+    """Map a Discord locale (``discord.Locale`` or its value, e.g. ``"zh-TW"``) to the language
+    whose strings we have: ``"zh-CN"``, ``"zh-TW"`` or ``"en-US"``."""
+    if locale is None:
+        return ENGLISH
+    value = locale.value if isinstance(locale, discord.Locale) else str(locale)
+    value = value.replace("_", "-").casefold()
+    if value in ("zh-tw", "zh-hk", "zh-mo", "zh-hant") or value.startswith("zh-hant"):
+        return TRADITIONAL
+    if value == "zh" or value.startswith("zh-"):
+        return SIMPLIFIED
+    return ENGLISH
+
+
+def t(key: str, locale: discord.Locale | str | None = None, **kw: Any) -> str:
+    """Reply text for ``key`` in ``locale`` (English when we have no such language).
+
+    Args:
+        key: one of ``MESSAGES``; an unknown key is a programming error (KeyError).
+        locale: ``interaction.locale`` (or ``guild.preferred_locale``), or its string value.
+        **kw: values for the placeholders, e.g. ``t("queued", loc, position=2, eta="10 s")``.
+    """
+    texts = MESSAGES[key]
+    template = texts.get(language_for(locale)) or texts[ENGLISH]
+    return template.format(**kw)
+
+
+class ImagineTranslator(app_commands.Translator):
+    """Answers discord.py's translation requests for command names and descriptions.
+
+    Set it with ``await bot.tree.set_translator(ImagineTranslator())`` before ``tree.sync()``.
+    """
+
+    async def translate(
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
+        context: app_commands.TranslationContextTypes,
+    ) -> str | None:
+        """Return the Chinese for ``string`` in zh-CN/zh-TW, or None (Discord shows English)."""
+        translations = COMMAND_TRANSLATIONS.get(string.message)
+        if translations is None:
+            return None
+        return translations.get(locale.value)
