@@ -1,0 +1,742 @@
+"""GPU speed benchmark of the engine on a random-weight, full-size SDXL + LCM-LoRA.
+
+Times one bot request (4 images, 4 steps, 1024x1024) end to end through ``engine.Engine``
+(text encoding, denoising, decoding, conversion to PIL) for a series of variants, plus the
+UNet step and the VAE decode alone, and compares each with the compute floor from the FLOP
+counts in shared/docs/FACTS.md. Random weights: speed depends on shapes and kernels only, so
+nothing is downloaded.
+
+    python bench/gpu_bench.py --device cuda                     # full size, ~7 min on an H100
+    python bench/gpu_bench.py --tiny --device cpu               # toy sizes, proves the script
+
+Variants run in one process on one model, cheapest and most important first; each is a
+try/except (a failure is a row, never the end of the run) and is skipped when its estimated
+time would exceed ``--budget-s``. Results go to ``--out`` (JSON, rewritten after every variant
+so a killed run keeps what it measured) and a markdown table is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import gc
+import json
+import logging
+import math
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_STARTED = time.perf_counter()  # the budget counts imports and model building too
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # `python bench/gpu_bench.py` puts only bench/ on the path
+
+log = logging.getLogger("bench.gpu_bench")
+
+PROMPT = "a photo of an astronaut riding a horse on mars, detailed, 35mm"
+SEED = 1234
+
+# Work per image/prompt at 1024x1024, counted with torch.utils.flop_counter (FACTS.md).
+UNET_TFLOP_PER_IMAGE_STEP = 6.76
+VAE_DECODE_TFLOP_PER_IMAGE = 10.47
+TEXT_TFLOP_PER_PROMPT = 0.11
+DEFAULT_PEAK_TFLOPS = 790.0  # dense fp16/bf16 measured on this workplace's H100/H200
+
+# torch.compile cold-cache guesses for full-size SDXL UNet + VAE decode on an H100 (seconds).
+# After the first compiled variant they are rescaled by what it really took.
+COMPILE_ESTIMATE_S = {
+    "default": 100.0,
+    "reduce-overhead": 120.0,
+    "max-autotune-no-cudagraphs": 300.0,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the pipeline to time; flags add up on top of the engine default."""
+
+    name: str
+    description: str
+    images: int = 4
+    unfused_lora: bool = False
+    stock_vae: bool = False
+    channels_last: bool = False
+    fused_qkv: bool = False
+    compile_mode: str | None = None
+    fp8: bool = False
+
+
+ALL_TOGETHER = {"channels_last": True, "fused_qkv": True}
+
+# Order matters: what the report needs most comes first, the expensive compiles last.
+VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        "naive",
+        "original main.py: LoRA unfused, stock VAE decoded in fp32, diffusers' default attention",
+        unfused_lora=True,
+        stock_vae=True,
+    ),
+    Variant("default", "engine default: LoRA fused, fp16-fix VAE, SDPA, fp16"),
+    Variant("all_eager", "default + channels_last + fused QKV (no compile)", **ALL_TOGETHER),
+    Variant(
+        "all_compiled",
+        "default + channels_last + fused QKV + torch.compile UNet & VAE decode (mode default)",
+        compile_mode="default",
+        **ALL_TOGETHER,
+    ),
+    Variant("channels_last", "default + channels_last UNet and VAE", channels_last=True),
+    Variant("fused_qkv", "default + pipe.fuse_qkv_projections()", fused_qkv=True),
+    Variant("batch8", "default, 2 requests x 4 images in one call", images=8),
+    Variant("batch16", "default, 4 requests x 4 images in one call", images=16),
+    Variant("fp8", "default + torchao float8 dynamic-activation/weight UNet linears", fp8=True),
+    Variant(
+        "all_cudagraphs",
+        "all together + torch.compile mode reduce-overhead (CUDA graphs)",
+        compile_mode="reduce-overhead",
+        **ALL_TOGETHER,
+    ),
+    Variant(
+        "all_max_autotune",
+        "all together + torch.compile mode max-autotune-no-cudagraphs (Engine's IMAGINE_COMPILE)",
+        compile_mode="max-autotune-no-cudagraphs",
+        **ALL_TOGETHER,
+    ),
+    Variant(
+        "fp8_compiled",
+        "fp8 UNet + all together + torch.compile (mode default)",
+        fp8=True,
+        compile_mode="default",
+        **ALL_TOGETHER,
+    ),
+)
+VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
+
+
+@dataclass(frozen=True)
+class Work:
+    """TFLOP of each part of one request, the basis of the compute floor."""
+
+    unet_tflop_per_image_step: float
+    vae_tflop_per_image: float
+    text_tflop_per_prompt: float
+    source: str
+
+    def floor_ms(self, tflop: float, peak_tflops: float) -> float:
+        """Milliseconds ``tflop`` takes at ``peak_tflops``."""
+        return tflop / peak_tflops * 1000.0
+
+
+@dataclass
+class Row:
+    """One variant's measurements (None where not measured). Mutable while it is filled in."""
+
+    variant: str
+    description: str
+    status: str = "ok"
+    images: int = 4
+    ms_per_request: float | None = None
+    ms_per_image: float | None = None
+    images_per_s: float | None = None
+    request_ms_runs: list[float] = field(default_factory=list)
+    first_request_s: float | None = None
+    setup_s: float | None = None
+    compile_s: float | None = None
+    unet_step_ms: float | None = None
+    vae_decode_ms: float | None = None
+    floor_request_ms: float | None = None
+    floor_unet_step_ms: float | None = None
+    floor_vae_ms: float | None = None
+    request_of_floor: float | None = None
+    unet_of_floor: float | None = None
+    vae_of_floor: float | None = None
+    peak_mem_gib: float | None = None
+    nonfinite: bool | None = None
+    fp8_rel_error: float | None = None
+    lora_layers: int | None = None
+    attn_processors: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchContext:
+    """What the variants share: the one pipeline, its state, the clock and the settings."""
+
+    pipe: Any
+    args: argparse.Namespace
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+    size: int
+    work: Work
+    lora_fused: bool = False
+    request_s_estimate: float = 0.0
+    compile_scale: float = 1.0
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - _STARTED
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+# -- variant set-up (each context manager undoes itself, so variants share one model) --------
+
+
+@contextlib.contextmanager
+def _stock_vae(ctx: BenchContext) -> Iterator[None]:
+    from bench.sdxl_random import set_vae_upcast
+
+    set_vae_upcast(ctx.pipe, True)
+    try:
+        yield
+    finally:
+        set_vae_upcast(ctx.pipe, False)
+
+
+@contextlib.contextmanager
+def _channels_last(ctx: BenchContext) -> Iterator[None]:
+    import torch
+
+    ctx.pipe.unet.to(memory_format=torch.channels_last)
+    ctx.pipe.vae.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        ctx.pipe.unet.to(memory_format=torch.contiguous_format)
+        ctx.pipe.vae.to(memory_format=torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def _fused_qkv(ctx: BenchContext) -> Iterator[None]:
+    ctx.pipe.fuse_qkv_projections()
+    try:
+        yield
+    finally:
+        ctx.pipe.unfuse_qkv_projections()
+
+
+def _quantize_fp8(unet: Any) -> None:
+    """Swap the UNet's linears for torchao float8 (dynamic activation + weight scaling)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("float8 matmuls need a CUDA GPU")
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 9):
+        raise RuntimeError(f"float8 matmuls need compute capability >= 8.9, have {major}.{minor}")
+    from torchao.quantization import quantize_
+
+    try:  # torchao >= 0.9 config objects
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    except ImportError:  # older torchao: function-style API
+        from torchao.quantization import float8_dynamic_activation_float8_weight
+
+        config = float8_dynamic_activation_float8_weight()
+    quantize_(unet, config)
+
+
+@contextlib.contextmanager
+def _fp8_unet(ctx: BenchContext, row: Row) -> Iterator[None]:
+    import torch
+
+    original = ctx.pipe.unet
+    inputs = _unet_inputs(ctx, row.images)
+    with torch.inference_mode():
+        reference = original(**inputs)[0].float()
+    quantized = copy.deepcopy(original)
+    try:
+        _quantize_fp8(quantized)
+        with torch.inference_mode():
+            out = quantized(**inputs)[0].float()
+        row.fp8_rel_error = float((out - reference).norm() / reference.norm())
+        ctx.pipe.unet = quantized
+        yield
+    finally:
+        ctx.pipe.unet = original
+        del quantized
+        _free(ctx)
+
+
+@contextlib.contextmanager
+def _compiled(ctx: BenchContext, mode: str) -> Iterator[None]:
+    """torch.compile the UNet and ``vae.decode`` the way ``Engine._compile`` does."""
+    import torch
+
+    unet = ctx.pipe.unet
+    ctx.pipe.unet = torch.compile(unet, mode=None if mode == "default" else mode)
+    ctx.pipe.vae.decode = torch.compile(
+        ctx.pipe.vae.decode, mode=None if mode == "default" else mode
+    )
+    try:
+        yield
+    finally:
+        ctx.pipe.unet = unet
+        ctx.pipe.vae.__dict__.pop("decode", None)  # back to the class's bound method
+        torch._dynamo.reset()
+
+
+def _free(ctx: BenchContext) -> None:
+    import torch
+
+    gc.collect()
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _ensure_lora_state(ctx: BenchContext, unfused: bool) -> None:
+    """The base model starts with an unfused LoRA; fuse it once, for good, when first needed."""
+    from bench.sdxl_random import fuse_and_unload_lora
+
+    if unfused and ctx.lora_fused:
+        raise RuntimeError("the LoRA is already fused; run the naive variant first")
+    if not unfused and not ctx.lora_fused:
+        fuse_and_unload_lora(ctx.pipe)
+        ctx.lora_fused = True
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+def _unet_inputs(ctx: BenchContext, images: int) -> dict[str, Any]:
+    return unet_inputs(ctx.pipe, ctx.size, ctx.device, ctx.dtype, images)
+
+
+def unet_inputs(pipe: Any, size: int, device: Any, dtype: Any, images: int) -> dict[str, Any]:
+    """UNet inputs exactly as the SDXL pipeline passes them (so a compiled UNet is reused)."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    latent = size // 8
+    hidden = pipe.unet.config.cross_attention_dim
+    pooled = pipe.text_encoder_2.config.projection_dim
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype)
+
+    return {
+        "sample": randn(images, 4, latent, latent),
+        "timestep": torch.tensor(999, device=device),
+        "encoder_hidden_states": randn(images, 77, hidden),
+        "timestep_cond": None,
+        "cross_attention_kwargs": None,
+        "added_cond_kwargs": {
+            "text_embeds": randn(images, pooled),
+            "time_ids": torch.tensor(
+                [[size, size, 0, 0, size, size]] * images, device=device, dtype=dtype
+            ),
+        },
+        "return_dict": False,
+    }
+
+
+def _median_ms(ctx: BenchContext, fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
+    """Median wall time of ``fn`` over ``runs`` calls (synchronised), and its last output."""
+    times, out = [], None
+    for _ in range(max(1, runs)):
+        ctx.sync()
+        started = time.perf_counter()
+        out = fn()
+        ctx.sync()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(times), out
+
+
+def _time_unet_step(ctx: BenchContext, images: int) -> tuple[float, bool]:
+    """Median ms of one UNet forward at ``images`` batch; and whether its output is finite."""
+    import torch
+
+    inputs = _unet_inputs(ctx, images)
+    with torch.inference_mode():
+        ctx.pipe.unet(**inputs)  # warm-up (cuDNN/cuBLAS choice, compiled-graph replay set-up)
+        ms, out = _median_ms(ctx, lambda: ctx.pipe.unet(**inputs), ctx.args.runs)
+    return ms, bool(torch.isfinite(out[0]).all())
+
+
+def _time_vae_decode(ctx: BenchContext, images: int) -> tuple[float, bool]:
+    """Median ms of ``vae.decode`` on ``images`` latents, upcasting like the pipeline does."""
+    import torch
+
+    vae = ctx.pipe.vae
+    gen = torch.Generator(device=ctx.device).manual_seed(SEED)
+    latents = torch.randn(
+        images, 4, ctx.size // 8, ctx.size // 8, generator=gen, device=ctx.device, dtype=ctx.dtype
+    )
+    latents = latents / vae.config.scaling_factor
+
+    def decode() -> Any:
+        # diffusers casts the stock VAE to fp32 for every decode and back afterwards.
+        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+        if upcast:
+            vae.to(dtype=torch.float32)
+        image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        if upcast:
+            vae.to(dtype=torch.float16)
+        return image
+
+    with torch.inference_mode():
+        decode()
+        ms, out = _median_ms(ctx, decode, ctx.args.runs)
+    return ms, bool(torch.isfinite(out).all())
+
+
+def _time_requests(ctx: BenchContext, engine: Any, row: Row) -> None:
+    """Warm-up and timed runs of one bot request (or ``images / 4`` requests batched)."""
+    from engine import EngineSettings, make_request
+
+    settings: EngineSettings = engine.settings
+    per_request = settings.images_per_request
+    requests = [
+        make_request(PROMPT, settings=settings, seed=SEED + i * per_request)
+        for i in range(max(1, row.images // per_request))
+    ]
+
+    def run() -> Any:
+        results = engine.generate_batch(requests)
+        images = [im.image for result in results for im in result.images]
+        if len(images) != row.images:
+            raise RuntimeError(f"expected {row.images} images, got {len(images)}")
+        return images
+
+    ctx.sync()
+    started = time.perf_counter()
+    run()  # first call: lazy init, compilation, autotuning
+    row.first_request_s = time.perf_counter() - started
+    for _ in range(ctx.args.warmup):
+        run()
+    for _ in range(ctx.args.runs):
+        ctx.sync()
+        started = time.perf_counter()
+        run()
+        ctx.sync()
+        row.request_ms_runs.append((time.perf_counter() - started) * 1000.0)
+    row.ms_per_request = statistics.median(row.request_ms_runs)
+    row.ms_per_image = row.ms_per_request / row.images
+    row.images_per_s = row.images / (row.ms_per_request / 1000.0)
+
+
+def _fill_floor(ctx: BenchContext, row: Row) -> None:
+    peak = ctx.args.peak_tflops
+    work = ctx.work
+    prompts = max(1, row.images // 4)
+    request_tflop = (
+        work.unet_tflop_per_image_step * row.images * 4
+        + work.vae_tflop_per_image * row.images
+        + work.text_tflop_per_prompt * prompts
+    )
+    row.floor_request_ms = work.floor_ms(request_tflop, peak)
+    row.floor_unet_step_ms = work.floor_ms(work.unet_tflop_per_image_step * row.images, peak)
+    row.floor_vae_ms = work.floor_ms(work.vae_tflop_per_image * row.images, peak)
+    if row.ms_per_request:
+        row.request_of_floor = row.floor_request_ms / row.ms_per_request
+    if row.unet_step_ms:
+        row.unet_of_floor = row.floor_unet_step_ms / row.unet_step_ms
+    if row.vae_decode_ms:
+        row.vae_of_floor = row.floor_vae_ms / row.vae_decode_ms
+
+
+def _estimate_s(ctx: BenchContext, variant: Variant) -> float:
+    """Rough seconds the variant will take: requests and timings, plus compilation."""
+    calls = 1 + ctx.args.warmup + ctx.args.runs + 1  # + UNet and VAE timings ~ one request
+    estimate = ctx.request_s_estimate * (variant.images / 4) * calls
+    if variant.compile_mode and ctx.device.type == "cuda" and not ctx.args.tiny:
+        estimate += COMPILE_ESTIMATE_S[variant.compile_mode] * ctx.compile_scale
+    if variant.fp8:
+        estimate += 20.0 if not ctx.args.tiny else 1.0
+    return estimate
+
+
+def run_variant(ctx: BenchContext, variant: Variant) -> Row:
+    """Set the variant up on the shared pipeline, time it, undo the set-up; never raises."""
+    import torch
+
+    from bench.sdxl_random import count_lora_layers
+
+    row = Row(variant.name, variant.description, images=variant.images)
+    if variant.compile_mode and ctx.device.type != "cuda":
+        row.status = "skipped: torch.compile variants run on CUDA only"
+        return row
+    estimate = _estimate_s(ctx, variant)
+    left = ctx.args.budget_s - ctx.elapsed_s()
+    if estimate > left:
+        row.status = f"skipped: would exceed budget (needs ~{estimate:.0f} s, {left:.0f} s left)"
+        return row
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    try:
+        _ensure_lora_state(ctx, unfused=variant.unfused_lora)
+        with contextlib.ExitStack() as stack:
+            started = time.perf_counter()
+            if variant.stock_vae:
+                stack.enter_context(_stock_vae(ctx))
+            if variant.channels_last:
+                stack.enter_context(_channels_last(ctx))
+            if variant.fused_qkv:
+                stack.enter_context(_fused_qkv(ctx))
+            if variant.fp8:
+                stack.enter_context(_fp8_unet(ctx, row))
+            if variant.compile_mode:
+                stack.enter_context(_compiled(ctx, variant.compile_mode))
+            row.setup_s = time.perf_counter() - started
+            unet = getattr(ctx.pipe.unet, "_orig_mod", ctx.pipe.unet)
+            row.lora_layers = count_lora_layers(unet)
+            row.attn_processors = dict(
+                Counter(type(p).__name__ for p in unet.attn_processors.values())
+            )
+            engine = _make_engine(ctx)
+            _time_requests(ctx, engine, row)
+            if variant.compile_mode:
+                # The first call compiles (and autotunes); the rest of it is one request.
+                row.compile_s = row.first_request_s - row.ms_per_request / 1000.0
+            row.unet_step_ms, unet_finite = _time_unet_step(ctx, variant.images)
+            row.vae_decode_ms, vae_finite = _time_vae_decode(ctx, variant.images)
+            row.nonfinite = not (unet_finite and vae_finite)
+            if row.nonfinite:
+                row.notes.append("NaN/inf in UNet or VAE output (random weights overflowed)")
+            del engine
+        if ctx.device.type == "cuda":
+            row.peak_mem_gib = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+        if variant.name == "default" or not ctx.request_s_estimate:
+            ctx.request_s_estimate = row.ms_per_request / 1000.0 * 4 / variant.images
+        if variant.compile_mode and row.compile_s is not None and not ctx.args.tiny:
+            ctx.compile_scale = max(0.5, row.compile_s / COMPILE_ESTIMATE_S[variant.compile_mode])
+        _fill_floor(ctx, row)
+    except ImportError as exc:
+        row.status = f"unavailable: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        log.exception("variant %s failed", variant.name)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        if variant.fp8 and ("float8" in first or "capability" in first or "CUDA" in first):
+            row.status = f"unavailable: {first}"
+        else:
+            row.status = f"error: {type(exc).__name__}: {first}"
+    finally:
+        _free(ctx)
+    return row
+
+
+def _make_engine(ctx: BenchContext) -> Any:
+    from engine import Engine, EngineSettings
+
+    settings = EngineSettings(
+        _env_file=None,
+        device=ctx.device.type,
+        dtype=str(ctx.dtype).removeprefix("torch."),
+        resolution=ctx.size,
+        steps=4,
+        guidance=1.0,
+        images_per_request=4,
+        max_batch_images=16,
+        compile=False,  # the bench compiles itself, per variant
+        preview_vae="",
+        translator="",
+    )
+    return Engine(ctx.pipe, settings)
+
+
+# -- tiny work model ------------------------------------------------------------------------------
+
+
+def count_work(pipe: Any, size: int, device: Any, dtype: Any) -> Work:
+    """Count FLOPs of one image's UNet step, VAE decode and one prompt (for toy sizes)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inputs = unet_inputs(pipe, size, device, dtype, 1)
+    latents = torch.zeros(1, 4, size // 8, size // 8, device=device, dtype=dtype)
+    ids = torch.zeros(1, 77, dtype=torch.long, device=device)
+    counts = []
+    with torch.inference_mode():
+        for fn in (
+            lambda: pipe.unet(**inputs),
+            lambda: pipe.vae.decode(latents),
+            lambda: (pipe.text_encoder(ids), pipe.text_encoder_2(ids)),
+        ):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                fn()
+            counts.append(counter.get_total_flops() / 1e12)
+    return Work(*counts, source="counted with torch.utils.flop_counter at toy sizes")
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.3g}%"
+
+
+def markdown_table(rows: list[Row], header: dict[str, Any]) -> str:
+    """The results as a markdown table, ready to paste into BENCHMARKS.md."""
+    lines = [
+        f"{header['card']}, torch {header['torch']}, diffusers {header['diffusers']}, "
+        f"{header['dtype']}, {header['size']}x{header['size']}, 4 steps, "
+        f"median of {header['runs']} after {header['warmup']} warm-up; "
+        f"floor at {header['peak_tflops']:g} TFLOP/s "
+        f"({header['work']['source']}). '% floor' = floor time / measured time.",
+        "",
+        "| variant | images | ms/request | ms/image | img/s | UNet ms/step | VAE ms "
+        "| request % floor | UNet % floor | VAE % floor | peak GiB | first call s | notes |",
+        "| --- " + "| ---: " * 11 + "| --- |",
+    ]
+    for r in rows:
+        notes = [] if r.status == "ok" else [r.status]
+        if r.fp8_rel_error is not None:
+            notes.append(f"fp8 rel. error {r.fp8_rel_error:.2e}")
+        if r.compile_s is not None and r.compile_s > 1:
+            notes.append(f"compile ~{r.compile_s:.0f} s")
+        if r.lora_layers:
+            notes.append(f"{r.lora_layers} unfused LoRA layers")
+        notes += r.notes
+        lines.append(
+            f"| {r.variant} | {r.images} | {_fmt(r.ms_per_request, '.1f')} "
+            f"| {_fmt(r.ms_per_image, '.1f')} | {_fmt(r.images_per_s, '.2f')} "
+            f"| {_fmt(r.unet_step_ms, '.1f')} | {_fmt(r.vae_decode_ms, '.1f')} "
+            f"| {_pct(r.request_of_floor)} | {_pct(r.unet_of_floor)} | {_pct(r.vae_of_floor)} "
+            f"| {_fmt(r.peak_mem_gib, '.1f')} | {_fmt(r.first_request_s, '.1f')} "
+            f"| {'; '.join(notes).replace('|', '/')} |"
+        )
+    return "\n".join(lines)
+
+
+def _write(out: Path, header: dict[str, Any], rows: list[Row]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**header, "elapsed_s": time.perf_counter() - _STARTED}
+    payload["rows"] = [dataclasses.asdict(r) for r in rows]
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False, default=str), encoding="utf-8")
+    tmp.replace(out)
+    out.with_suffix(".md").write_text(markdown_table(rows, header) + "\n", encoding="utf-8")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("torch", "diffusers", "transformers", "peft", "accelerate", "torchao", "triton"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="toy-size model and 64x64 images")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    parser.add_argument(
+        "--variants",
+        default=",".join(v.name for v in VARIANTS),
+        help="comma-separated; run in the built-in order: " + ", ".join(VARIANTS_BY_NAME),
+    )
+    parser.add_argument("--runs", type=int, default=5, help="timed runs (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs after the first call")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="skip what would overrun")
+    parser.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu.json")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS_BY_NAME]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS_BY_NAME)}")
+    args.variant_list = [v for v in VARIANTS if v.name in names]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (0 even when some variants failed)."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import torch
+
+    from bench.sdxl_random import add_lcm_lora, build_pipeline
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    size = 64 if args.tiny else 1024
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        # The diffusers torch.compile guide's setting; cheap at compile time, helps 1x1 convs.
+        torch._inductor.config.conv_1x1_as_mm = True
+
+    started = time.perf_counter()
+    pipe = build_pipeline(tiny=args.tiny, device=device, dtype=dtype, force_upcast=False)
+    add_lcm_lora(pipe, tiny=args.tiny)
+    build_s = time.perf_counter() - started
+    if args.tiny:
+        work = count_work(pipe, size, device, dtype)
+    else:
+        work = Work(
+            UNET_TFLOP_PER_IMAGE_STEP,
+            VAE_DECODE_TFLOP_PER_IMAGE,
+            TEXT_TFLOP_PER_PROMPT,
+            source="FACTS.md flop counts at 1024x1024",
+        )
+    header: dict[str, Any] = {
+        "card": card or "cpu",
+        **_versions(),
+        "python": platform.python_version(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "tiny": args.tiny,
+        "size": size,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "budget_s": args.budget_s,
+        "peak_tflops": args.peak_tflops,
+        "build_s": build_s,
+        "work": dataclasses.asdict(work),
+    }
+    log.info(
+        "model built in %.1f s on %s; %.0f s of budget used",
+        build_s,
+        card,
+        time.perf_counter() - _STARTED,
+    )
+    ctx = BenchContext(pipe, args, device, dtype, size, work)
+    # Guess for the first budget check; replaced by the first measured request.
+    ctx.request_s_estimate = 0.5 if args.tiny else 3.0
+    rows: list[Row] = []
+    for variant in args.variant_list:
+        log.info("variant %s: %s", variant.name, variant.description)
+        row = run_variant(ctx, variant)
+        rows.append(row)
+        log.info(
+            "variant %s: %s, %s ms/request, UNet %s ms/step, VAE %s ms (%.0f s elapsed)",
+            row.variant,
+            row.status,
+            _fmt(row.ms_per_request, ".1f"),
+            _fmt(row.unet_step_ms, ".1f"),
+            _fmt(row.vae_decode_ms, ".1f"),
+            ctx.elapsed_s(),
+        )
+        _write(args.out, header, rows)
+    print(markdown_table(rows, header))  # the CLI's output: paste into BENCHMARKS.md
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
