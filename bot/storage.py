@@ -588,6 +588,10 @@ class Storage:
             raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
         if "safety_mode" in changes and changes["safety_mode"] not in SAFETY_MODES:
             raise ValueError(f"safety_mode must be one of {sorted(SAFETY_MODES)}")
+        for name in _SETTINGS_JSON_COLUMNS:
+            # A lone string would be stored as a list of its characters.
+            if name in changes and isinstance(changes[name], str | bytes):
+                raise ValueError(f"{name} must be a list, not a string")
         limit = changes.get("per_user_limit")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError("per_user_limit must be a positive integer or None")

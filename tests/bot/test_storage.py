@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import sqlite3
 from pathlib import Path
@@ -286,7 +287,13 @@ async def test_guild_settings_defaults_and_updates(storage: Storage):
 
 @pytest.mark.parametrize(
     "changes",
-    [{"colour": "red"}, {"safety_mode": "maybe"}, {"per_user_limit": 0}, {"guild_id": 5}],
+    [
+        {"colour": "red"},
+        {"safety_mode": "maybe"},
+        {"per_user_limit": 0},
+        {"guild_id": 5},
+        {"blocklist_add": "gore"},
+    ],
 )
 async def test_guild_settings_rejects_bad_changes(storage: Storage, changes):
     with pytest.raises(ValueError):
@@ -380,3 +387,21 @@ def test_job_and_new_job_fields_match_the_table():
     # Every NewJob field is a Job field, so create_job can store all of them.
     job_fields = {f.name for f in dataclasses.fields(Job)}
     assert {f.name for f in dataclasses.fields(NewJob)} <= job_fields
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("storage", {"discord", "torch", "diffusers", "engine"}),
+        ("queue", {"discord", "torch", "diffusers", "engine", "aiosqlite"}),
+    ],
+)
+def test_modules_stay_free_of_discord_and_torch(module: str, forbidden: set[str]):
+    source = Path(__file__).resolve().parents[2] / "bot" / f"{module}.py"
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & forbidden
