@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import dataclasses
+import signal
 import sqlite3
+import sys
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import aiosqlite
@@ -405,3 +409,43 @@ def test_modules_stay_free_of_discord_and_torch(module: str, forbidden: set[str]
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & forbidden
+
+
+KILLED_WRITER = """
+import asyncio, os, signal, sys
+from bot.storage import NewJob, Storage
+
+async def main(path):
+    store = await Storage.open(path)
+    queued = await store.create_job(NewJob("imagine", 1, 2, "queued", 1, 64, 64))
+    running = await store.create_job(NewJob("imagine", 1, 2, "running", 2, 64, 64))
+    await store.mark_running(running.id)
+    done = await store.create_job(NewJob("imagine", 1, 2, "done", 3, 64, 64))
+    await store.mark_done(done.id, [3, 4], 77)
+    print(queued.id, running.id, done.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: like kill -9
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_acknowledged_writes_survive_kill_9(db_path: Path):
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_WRITER, str(db_path), cwd=root, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    queued_id, running_id, done_id = map(int, out.split())
+
+    store = await Storage.open(db_path)
+    try:
+        assert [(j.id, j.status) for j in await store.unfinished_jobs()] == [
+            (queued_id, "queued"),
+            (running_id, "running"),
+        ]
+        done = await store.get_job(done_id)
+        assert done is not None and done.status == "done" and done.seeds == (3, 4)
+        assert (await store.job_by_message(77)).id == done_id
+    finally:
+        await store.close()
