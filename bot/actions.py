@@ -16,6 +16,7 @@ import discord
 
 from bot import render
 from bot.blocklist import find_blocked
+from bot.i18n import t
 from bot.jobs import JobRejected
 from bot.replies import parse_reply, strip_bot_mention
 from bot.storage import Job, NewJob
@@ -104,10 +105,7 @@ async def _check_policy(bot: ImagineBot, origin: Origin, texts: list[str]) -> in
                 origin.guild_id,
                 origin.channel_id,
             )
-            raise JobRejected(
-                "This prompt contains a word that is not allowed in this channel. "
-                "Rephrase it, or use a channel marked age-restricted (NSFW)."
-            )
+            raise JobRejected(t("prompt_blocked", origin.locale))
     return settings.per_user_limit
 
 
@@ -235,7 +233,7 @@ async def handle_button(
     job = await bot.storage.get_job(job_id)
     if job is None:
         await interaction.response.send_message(
-            "This image set is no longer known to the bot (its job was removed).", ephemeral=True
+            t("job_not_found", interaction.locale), ephemeral=True
         )
         return
     try:
@@ -330,10 +328,7 @@ async def _upscale(bot: ImagineBot, interaction: discord.Interaction, job: Job, 
 async def _delete(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
     perms = interaction.permissions
     if interaction.user.id != job.requester_id and not perms.manage_messages:
-        await interaction.response.send_message(
-            "Only the person who asked for these images (or a moderator) can delete them.",
-            ephemeral=True,
-        )
+        await interaction.response.send_message(t("not_yours", interaction.locale), ephemeral=True)
         return
     await interaction.response.defer()
     if interaction.message is not None:
@@ -343,13 +338,12 @@ async def _delete(bot: ImagineBot, interaction: discord.Interaction, job: Job) -
 
 async def _cancel(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
     if interaction.user.id != job.requester_id:
-        await interaction.response.send_message(
-            "Only the requester can cancel this.", ephemeral=True
-        )
+        await interaction.response.send_message(t("not_yours", interaction.locale), ephemeral=True)
         return
     if await bot.jobs.cancel(job):
         await interaction.response.edit_message(
-            content=f"✖️ Cancelled: {render.shorten(job.prompt, 200)}", view=None
+            content=f"✖️ {t('cancelled', interaction.locale)} {render.shorten(job.prompt, 200)}",
+            view=None,
         )
     else:
         await interaction.response.send_message(
@@ -366,9 +360,7 @@ async def _share(
     settings = await bot.storage.guild_settings(interaction.guild_id)
     if settings.showcase_channel_id is None:
         await interaction.response.send_message(
-            "This server has no showcase channel yet. Someone with Manage Server can set one "
-            "with `/imagine-settings showcase:#channel`.",
-            ephemeral=True,
+            t("showcase_not_set", interaction.locale), ephemeral=True
         )
         return
     image_index = index or 0
@@ -388,7 +380,9 @@ async def _share(
             if existing and existing.showcase_message_id
             else f"<#{settings.showcase_channel_id}>"
         )
-        await interaction.response.send_message(f"Already shared: {where}", ephemeral=True)
+        await interaction.response.send_message(
+            t("already_shared", interaction.locale, link=where), ephemeral=True
+        )
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     from bot.jobs import facts_for
@@ -412,7 +406,7 @@ async def _share(
         return
     await bot.storage.set_share_message(job.id, image_index, posted.id)
     link = render.message_link(interaction.guild_id, settings.showcase_channel_id, posted.id)
-    await interaction.followup.send(f"Shared to the showcase: {link}", ephemeral=True)
+    await interaction.followup.send(t("shared", interaction.locale, link=link), ephemeral=True)
 
 
 # --------------------------------------------------------------------------------- replies

@@ -13,6 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.buttons import JobButton
+from bot.i18n import ImagineTranslator
 from bot.jobs import Jobs
 from bot.queue import FairQueue
 from bot.settings import BotSettings
@@ -76,6 +77,7 @@ class ImagineBot(commands.Bot):
         self.add_dynamic_items(JobButton)
         await self.runner.start()  # loads the model on the GPU thread; the loop stays free
         await asyncio.gather(self._load_translator(), self._load_safety())
+        await self.tree.set_translator(ImagineTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.jobs.start()

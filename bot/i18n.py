@@ -36,7 +36,7 @@ COMMAND_TEXT: dict[str, str] = {
     "imagine.raw": "Use the prompt exactly as typed, without translation",
     "imagine-settings": "Imagine settings for this server (needs Manage Server)",
     "history": "Your recent images",
-    "info": "About this bot: model, speed and queue",
+    "info": "Full parameters of a job, to reproduce it",
 }
 
 # English string -> {locale: translation}. Names: Discord allows Chinese characters in command
@@ -88,8 +88,8 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
         TRADITIONAL: "你最近生成的圖片",
     },
     COMMAND_TEXT["info"]: {
-        SIMPLIFIED: "关于本机器人：模型、速度和队列",
-        TRADITIONAL: "關於本機器人：模型、速度與佇列",
+        SIMPLIFIED: "查看任务的完整参数，以便复现",
+        TRADITIONAL: "查看任務的完整參數，以便重現",
     },
 }
 

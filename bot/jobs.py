@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
+from bot.i18n import t
 from bot.queue import FairQueue, QueuedJob, QueueFull, UserLimitReached
 from bot.storage import Job, NewJob, Storage
 from engine import (
@@ -101,6 +102,7 @@ def facts_for(
         notes=tuple(notes),
         kind=job.kind,
         parent_index=job.parent_index,
+        locale=job.locale,
     )
 
 
@@ -126,7 +128,7 @@ class Jobs:
         Raises:
             JobRejected: the queue or the user's share of it is full; nothing is stored.
         """
-        self._check_capacity(new.requester_id, per_user_limit)
+        self._check_capacity(new.requester_id, per_user_limit, new.locale)
         job = await self.storage.create_job(new)
         self.live[job.id] = LiveJob(job.id)
         try:
@@ -147,17 +149,13 @@ class Jobs:
         )
         return job
 
-    def _check_capacity(self, user_id: int, per_user_limit: int | None) -> None:
+    def _check_capacity(self, user_id: int, per_user_limit: int | None, locale: str | None) -> None:
         # Fail before storing anything: the queue re-checks atomically on submit.
         limit = per_user_limit or self.queue.per_user_limit
         if len(self.queue) >= self.queue.max_size:
-            raise JobRejected(
-                "The queue is full right now. Please try again in a minute; nothing was lost."
-            )
+            raise JobRejected(t("queue_full", locale))
         if self.queue.queued_for(user_id) >= limit:
-            raise JobRejected(
-                f"You already have {limit} images waiting. Wait for one to finish, or cancel one."
-            )
+            raise JobRejected(t("user_limit", locale, limit=limit))
 
     def _queued(self, job: Job) -> QueuedJob:
         return QueuedJob(
@@ -297,7 +295,7 @@ class Jobs:
             for job in jobs:
                 self._maybe_edit(
                     job,
-                    content=render.progress_text(step.step, step.total),
+                    content=render.progress_text(step.step, step.total, job.locale),
                     preview=step.preview if job is jobs[0] else None,
                 )
 
@@ -319,7 +317,9 @@ class Jobs:
                 continue
             eta = self.queue.estimated_start(job_id, self._seconds_per_image)
             self._maybe_edit(
-                job, content=render.queued_text(position, eta), view=render.cancel_view(job_id)
+                job,
+                content=render.queued_text(position, eta, job.locale),
+                view=render.cancel_view(job_id),
             )
 
     def _maybe_edit(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import discord
 
 from bot.buttons import JobButton
+from bot.i18n import t
 
 MESSAGE_LIMIT = 2000
 PROMPT_SHOWN = 600
@@ -34,6 +35,7 @@ class ResultFacts:
     notes: tuple[str, ...] = ()
     kind: str = "imagine"
     parent_index: int | None = None
+    locale: str | None = None
 
 
 def shorten(text: str, limit: int) -> str:
@@ -50,7 +52,9 @@ def result_text(facts: ResultFacts, *, mention: bool = False) -> str:
     """The text posted with the images: prompt, seeds, size, steps, time and who asked."""
     lines = [f"**{_escape(shorten(facts.prompt, PROMPT_SHOWN))}**"]
     if facts.interpreted_prompt and facts.interpreted_prompt != facts.prompt:
-        lines.append(f"Interpreted as: *{_escape(shorten(facts.interpreted_prompt, 400))}*")
+        shown = f"*{_escape(shorten(facts.interpreted_prompt, 400))}*"
+        lines.append(t("interpreted_as", facts.locale, text=shown))
+        lines.append(f"-# {t('translation_bypass_hint', facts.locale)}")
     if facts.negative_prompt:
         lines.append(f"Negative: {_escape(shorten(facts.negative_prompt, 200))}")
     seeds = " · ".join(str(s) for s in facts.seeds)
@@ -124,13 +128,13 @@ def cancel_view(job_id: int) -> discord.ui.View:
     return view
 
 
-def queued_text(position: int, eta_seconds: float | None) -> str:
-    eta = "" if eta_seconds is None else f", starts in about {format_eta(eta_seconds)}"
-    return f"⏳ Queued: #{position} in line{eta}."
+def queued_text(position: int, eta_seconds: float | None, locale: str | None = None) -> str:
+    eta = format_eta(eta_seconds or 0)
+    return "⏳ " + t("queued", locale, position=position, eta=eta)
 
 
-def progress_text(step: int, total: int) -> str:
-    return f"🎨 Generating… step {step}/{total}"
+def progress_text(step: int, total: int, locale: str | None = None) -> str:
+    return "🎨 " + t("step_progress", locale, step=step, total=total)
 
 
 def format_eta(seconds: float) -> str:

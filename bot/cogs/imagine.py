@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.actions import Ask, handle_reply, start_from_interaction
+from bot.i18n import COMMAND_TEXT, t
 from bot.jobs import facts_for
 from bot.storage import SAFETY_MODES
 from engine import ASPECT_RATIOS
@@ -25,7 +26,7 @@ SAFETY_CHOICES = [app_commands.Choice(name=m, value=m) for m in sorted(SAFETY_MO
 
 
 def _split_terms(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+    return [term.strip() for term in (text or "").split(",") if term.strip()]
 
 
 class Imagine(commands.Cog):
@@ -39,13 +40,13 @@ class Imagine(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.info_menu.name, type=self.info_menu.type)
 
-    @app_commands.command(name="imagine", description="Turn a prompt into four images")
+    @app_commands.command(name="imagine", description=COMMAND_TEXT["imagine"])
     @app_commands.describe(
-        prompt="What to draw (English or Chinese)",
-        negative_prompt="What to avoid (turns on a little guidance)",
-        seed="Seed of the first image, to reproduce a result",
-        aspect_ratio="Shape of the images",
-        raw="Send the prompt to the model as typed, without translation",
+        prompt=COMMAND_TEXT["imagine.prompt"],
+        negative_prompt=COMMAND_TEXT["imagine.negative_prompt"],
+        seed=COMMAND_TEXT["imagine.seed"],
+        aspect_ratio=COMMAND_TEXT["imagine.aspect_ratio"],
+        raw=COMMAND_TEXT["imagine.raw"],
     )
     @app_commands.choices(aspect_ratio=ASPECT_CHOICES)
     async def imagine(
@@ -59,7 +60,7 @@ class Imagine(commands.Cog):
     ) -> None:
         if not prompt.strip():
             await interaction.response.send_message(
-                "The prompt is empty. Describe the image you want.", ephemeral=True
+                t("empty_prompt", interaction.locale), ephemeral=True
             )
             return
         ask = Ask(
@@ -71,7 +72,7 @@ class Imagine(commands.Cog):
         )
         await start_from_interaction(self.bot, interaction, ask)
 
-    @app_commands.command(name="history", description="Your recent images")
+    @app_commands.command(name="history", description=COMMAND_TEXT["history"])
     async def history(self, interaction: discord.Interaction) -> None:
         jobs = await self.bot.storage.recent_jobs(interaction.user.id, limit=10)
         if not jobs:
@@ -91,7 +92,7 @@ class Imagine(commands.Cog):
             "\n".join(lines)[: render.MESSAGE_LIMIT], ephemeral=True
         )
 
-    @app_commands.command(name="info", description="Full parameters of a job, to reproduce it")
+    @app_commands.command(name="info", description=COMMAND_TEXT["info"])
     @app_commands.describe(job="The job number shown under the images")
     async def info(self, interaction: discord.Interaction, job: int) -> None:
         await self._send_info(interaction, await self.bot.storage.get_job(job))
@@ -114,9 +115,7 @@ class Imagine(commands.Cog):
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
-    @app_commands.command(
-        name="imagine-settings", description="View or change this server's settings"
-    )
+    @app_commands.command(name="imagine-settings", description=COMMAND_TEXT["imagine-settings"])
     @app_commands.guild_only()
     @app_commands.describe(
         showcase="Channel where ⭐ posts shared images",
@@ -171,8 +170,7 @@ class Imagine(commands.Cog):
         if changes:
             if not interaction.permissions.manage_guild:
                 await interaction.response.send_message(
-                    "Only members with the Manage Server permission can change these settings.",
-                    ephemeral=True,
+                    t("no_permission", interaction.locale), ephemeral=True
                 )
                 return
             current = await storage.update_guild_settings(interaction.guild_id, **changes)
