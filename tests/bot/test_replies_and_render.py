@@ -1,0 +1,124 @@
+"""Pure functions of the bot: reply parsing and message rendering."""
+
+from __future__ import annotations
+
+from bot import render
+from bot.buttons import JobButton, custom_id
+from bot.replies import parse_reply, strip_bot_mention
+
+
+def test_reply_text_is_a_new_prompt_with_flags_anywhere():
+    command = parse_reply("a fox --seed 42 in the snow --ar 16:9")
+    assert command.prompt == "a fox in the snow"
+    assert command.seed == 42
+    assert command.aspect_ratio == "16:9"
+    assert command.negative_prompt is None and not command.raw
+
+
+def test_reply_no_takes_everything_up_to_the_next_flag():
+    command = parse_reply("a cat --no blurry, text, watermark --raw")
+    assert command.prompt == "a cat"
+    assert command.negative_prompt == "blurry, text, watermark"
+    assert command.raw
+
+
+def test_empty_or_again_reply_rerolls():
+    for text in ("", "   ", "again", "🔄", "再来"):
+        assert parse_reply(text).prompt is None, text
+    only_seed = parse_reply("--seed 7")
+    assert only_seed.prompt is None and only_seed.seed == 7
+
+
+def test_bad_seed_is_reported_not_guessed():
+    assert parse_reply("--seed abc").bad_seed == "abc"
+    assert parse_reply(f"--seed {2**32}").bad_seed == str(2**32)
+    assert parse_reply("--seed 4294967295").seed == 2**32 - 1
+
+
+def test_only_the_bots_own_leading_mention_is_stripped():
+    assert strip_bot_mention("<@123> a red car", 123) == "a red car"
+    assert strip_bot_mention("<@!123>   a red car", 123) == "a red car"
+    assert strip_bot_mention("<@999> a red car", 123) == "<@999> a red car"
+    assert strip_bot_mention("a red <@123> car", 123) == "a red <@123> car"
+
+
+def facts(**changes) -> render.ResultFacts:
+    base = dict(
+        job_id=7,
+        requester_id=42,
+        prompt="a red fox",
+        interpreted_prompt=None,
+        negative_prompt="",
+        seeds=(1, 2, 3, 4),
+        width=1024,
+        height=1024,
+        steps=4,
+        guidance=1.0,
+        seconds=1.234,
+    )
+    base.update(changes)
+    return render.ResultFacts(**base)
+
+
+def test_result_text_shows_prompt_seeds_size_steps_time_and_requester():
+    text = render.result_text(facts())
+    assert "a red fox" in text
+    assert "Seeds 1 · 2 · 3 · 4" in text
+    assert "1024×1024" in text and "4 steps" in text and "1.2 s" in text
+    assert "<@42>" in text
+
+
+def test_result_text_stays_within_discord_limit_for_huge_prompts():
+    text = render.result_text(
+        facts(
+            prompt="word " * 3000,
+            negative_prompt="bad " * 2000,
+            interpreted_prompt="x " * 3000,
+            notes=("n " * 500,),
+        )
+    )
+    assert len(text) <= 2000
+    assert "…" in text
+
+
+def test_result_text_escapes_mentions_and_markdown_in_prompts():
+    text = render.result_text(facts(prompt="@everyone **bold**"))
+    assert "@everyone" not in text.replace("@\u200beveryone", "")
+    assert "**bold**" not in text
+
+
+def test_interpreted_prompt_is_shown_in_the_users_language():
+    text = render.result_text(facts(prompt="一只猫", interpreted_prompt="a cat", locale="zh-CN"))
+    assert "a cat" in text and "一只猫" in text
+    english = render.result_text(facts(prompt="一只猫", interpreted_prompt="a cat"))
+    assert "Interpreted as" in english
+
+
+def test_result_view_has_persistent_buttons_with_job_ids():
+    view = render.result_view(7, 4)
+    ids = [item.item.custom_id for item in view.children if isinstance(item, JobButton)]
+    assert ids == [custom_id("upscale", 7, i) for i in range(1, 5)] + [custom_id("reroll", 7)] + [
+        custom_id("vary", 7, i) for i in range(1, 5)
+    ] + [custom_id("share", 7), custom_id("delete", 7)]
+    assert view.timeout is None
+    assert all(len(i) <= 100 for i in ids)
+
+
+def test_single_image_view():
+    view = render.result_view(9, 1)
+    ids = {item.item.custom_id for item in view.children}
+    assert ids == {"imagine:vary:9:1", "imagine:reroll:9", "imagine:share:9", "imagine:delete:9"}
+
+
+def test_info_text_has_everything_to_reproduce():
+    text = render.info_text(facts(negative_prompt="blurry", guidance=1.5))
+    for piece in (
+        "a red fox",
+        "blurry",
+        "1, 2, 3, 4",
+        "1024x1024",
+        "steps:           4",
+        "guidance:        1.5",
+        "seed:1",
+    ):
+        assert piece in text, piece
