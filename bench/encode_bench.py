@@ -10,6 +10,7 @@ random-weight models produce). Prints a markdown table for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import platform
