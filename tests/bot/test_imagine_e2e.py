@@ -1,0 +1,109 @@
+"""/imagine end to end: real discord.py client, local Discord stand-in, tiny SDXL engine."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from PIL import Image
+
+from bot.i18n import t
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def seeds_in(text: str) -> list[int]:
+    match = re.search(r"Seeds? ([\d · ]+)", text)
+    assert match, f"no seeds in {text!r}"
+    return [int(s) for s in match.group(1).replace("·", " ").split()]
+
+
+async def test_commands_are_synced(bot_process, standin, world):
+    await bot_process.start()
+    names = {c["name"] for c in standin.commands()}
+    assert {"imagine", "history", "info", "imagine-settings", "Imagine info"} <= names
+    imagine = next(c for c in standin.commands() if c["name"] == "imagine")
+    seed = next(o for o in imagine["options"] if o["name"] == "seed")
+    assert seed["min_value"] == 0 and seed["max_value"] == 2**32 - 1
+    aspect = next(o for o in imagine["options"] if o["name"] == "aspect_ratio")
+    assert {"1:1", "16:9", "9:16"} <= {c["value"] for c in aspect["choices"]}
+
+
+async def test_imagine_posts_four_pngs_whose_seeds_reproduce(bot_process, standin, world):
+    bot = await bot_process.start()
+    ix = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "a red fox in the snow", "seed": 1234}
+    )
+    await ix.wait_ack(3)
+    assert ix.ack_type == 5, "a generation is deferred first"
+    assert ix.ack_latency < 3
+    message = await standin.wait_for_message(
+        lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=60
+    )
+    assert [a.data[:8] for a in message.attachments] == [PNG] * 4
+    assert all(a.filename.endswith(".png") for a in message.attachments)
+    assert all(Image.open(io.BytesIO(a.data)).size == (64, 64) for a in message.attachments)
+    assert seeds_in(message.content) == [1234, 1235, 1236, 1237]
+    assert "a red fox in the snow" in message.content
+    assert f"<@{world.alice.id}>" in message.content
+    assert len(message.content) <= 2000
+    assert "imagine:reroll:" in " ".join(message.custom_ids())
+
+    # The third image, made again alone from its seed, is the same pixel for pixel.
+    from engine import GenerationRequest
+
+    job = await bot.storage.job_by_message(message.id)
+    assert job is not None and job.status == "done" and job.seeds == (1234, 1235, 1236, 1237)
+    single = GenerationRequest(
+        prompt="a red fox in the snow", seed=1236, width=64, height=64, count=1
+    )
+    [result] = await bot.runner.generate_batch([single])
+    posted = np.asarray(Image.open(io.BytesIO(message.attachments[2].data)).convert("RGB"))
+    assert np.array_equal(posted, np.asarray(result.images[0].image.convert("RGB")))
+
+
+async def test_bad_prompt_gets_ephemeral_error_and_bot_keeps_serving(bot_process, standin, world):
+    await bot_process.start()
+    bad = await standin.slash_command(world.alice, world.general, "imagine", {"prompt": "   "})
+    await bad.wait_ack(3)
+    reply = await bad.wait_response(5)
+    assert reply.ephemeral and reply.content == t("empty_prompt", "en-US")
+    assert not reply.attachments
+
+    good = await standin.slash_command(world.bob, world.general, "imagine", {"prompt": "a boat"})
+    message = await standin.wait_for_message(
+        lambda m: m.interaction is good and len(m.attachments) == 4, timeout=60
+    )
+    assert len(seeds_in(message.content)) == 4
+
+
+async def test_aspect_ratio_and_negative_prompt(bot_process, standin, world):
+    await bot_process.start()
+    ix = await standin.slash_command(
+        world.alice,
+        world.general,
+        "imagine",
+        {"prompt": "a tall tower", "aspect_ratio": "9:16", "negative_prompt": "blurry"},
+    )
+    message = await standin.wait_for_message(
+        lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=60
+    )
+    width, height = Image.open(io.BytesIO(message.attachments[0].data)).size
+    assert height > width
+    assert "Negative: blurry" in message.content
+    assert "guidance 1.5" in message.content  # raised so the negative prompt takes effect
+
+
+async def test_imagine_in_a_dm(bot_process, standin, world):
+    await bot_process.start()
+    dm = standin.add_dm_channel(world.alice) if hasattr(standin, "add_dm_channel") else None
+    if dm is None:
+        import pytest
+
+        pytest.skip("stand-in has no DM channels")
+    ix = await standin.slash_command(world.alice, dm, "imagine", {"prompt": "a lighthouse"})
+    message = await standin.wait_for_message(
+        lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=60
+    )
+    assert len(seeds_in(message.content)) == 4
