@@ -21,8 +21,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))  # so tests can `import tiny_models`
+# The repo root makes `engine` and `bot` importable without installing the project (plain
+# `pytest` does not put the working directory on sys.path); tests/ makes `tiny_models` one.
+for _path in (TESTS_DIR, REPO_ROOT):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 class NetworkBlocked(RuntimeError):
