@@ -648,12 +648,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(v.name for v in VARIANTS),
         help="comma-separated; run in the built-in order: " + ", ".join(VARIANTS_BY_NAME),
     )
-    parser.add_argument("--runs", type=int, default=5, help="timed runs (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs after the first call")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs, median (5; tiny 3)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed runs after the first call (2; tiny 1)"
+    )
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip what would overrun")
     parser.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu.json")
     args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 3 if args.tiny else 5
+    if args.warmup is None:
+        args.warmup = 1 if args.tiny else 2
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS_BY_NAME]
     if unknown:

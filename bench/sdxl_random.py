@@ -315,7 +315,8 @@ def add_lcm_lora(pipe: StableDiffusionXLPipeline, *, tiny: bool, seed: int = 1) 
         target_modules=list(LCM_LORA_TARGETS),
         init_lora_weights=False,
     )
-    pipe.unet.add_adapter(config, adapter_name=LORA_ADAPTER_NAME)
+    with pipe.unet.device:  # create the 197 M LoRA parameters on the GPU, not the CPU
+        pipe.unet.add_adapter(config, adapter_name=LORA_ADAPTER_NAME)
     gen = torch.Generator(device=pipe.unet.device).manual_seed(seed)
     with torch.no_grad():
         for name, param in pipe.unet.named_parameters():
