@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import discord
 import pytest
 import yarl
@@ -66,6 +67,8 @@ class StandinTestBot(commands.Bot):
         self.tree.add_command(imagine)
         self.tree.add_command(slow)
         self.tree.add_command(late)
+        for command in (panel, describe, whoami, settings, style, info):
+            self.tree.add_command(command)
         await self.tree.sync()
 
     async def on_message(self, message: discord.Message) -> None:
@@ -109,6 +112,85 @@ async def late(interaction: discord.Interaction) -> None:
         bot.outcome.set_result(error)
 
 
+class Panel(discord.ui.View):
+    """Non-persistent view: routed by message id, so the callback response must carry it."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=30)
+
+    @discord.ui.button(label="Keep first", custom_id="panel:keep")
+    async def keep(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.defer()  # type 6 on a component
+        first = interaction.message.attachments[0]
+        new = discord.File(io.BytesIO(PNG_B), "new.png")
+        await interaction.edit_original_response(content="kept", attachments=[first, new])
+
+    @discord.ui.select(
+        custom_id="panel:size", options=[discord.SelectOption(label=s) for s in "SML"]
+    )
+    async def size(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        await interaction.response.edit_message(content=f"size {select.values[0]}", view=None)
+
+
+@app_commands.command(description="A message with a non-persistent view")
+async def panel(interaction: discord.Interaction) -> None:
+    files = [discord.File(io.BytesIO(PNG_A), "a.png"), discord.File(io.BytesIO(PNG_B), "b.png")]
+    await interaction.response.send_message("panel", files=files, view=Panel())
+
+
+@app_commands.command(description="Attachment and channel options")
+async def describe(
+    interaction: discord.Interaction, image: discord.Attachment, where: discord.TextChannel
+) -> None:
+    data = await image.read()
+    await interaction.response.send_message(f"{image.filename}: {len(data)} bytes", ephemeral=True)
+    await where.send(
+        f"showcase from {interaction.user.name}",
+        file=discord.File(io.BytesIO(data), image.filename),
+    )
+
+
+@app_commands.command(description="Permissions and locale as the bot sees them")
+async def whoami(interaction: discord.Interaction) -> None:
+    p, app = interaction.permissions, interaction.app_permissions
+    await interaction.response.send_message(
+        f"manage_messages={p.manage_messages} manage_guild={p.manage_guild} "
+        f"attach_files={app.attach_files} locale={interaction.locale.value} "
+        f"limit={interaction.filesize_limit}"
+    )
+
+
+class StyleModal(discord.ui.Modal, title="Style"):
+    name = discord.ui.TextInput(label="Style name", custom_id="style-name")
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(f"style={self.name.value}")
+
+
+@app_commands.command(description="Opens a modal")
+async def settings(interaction: discord.Interaction) -> None:
+    await interaction.response.send_modal(StyleModal())
+
+
+@app_commands.command(description="Autocompleted option")
+async def style(interaction: discord.Interaction, name: str) -> None:
+    await interaction.response.send_message(name)
+
+
+@style.autocomplete("name")
+async def style_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    return [
+        app_commands.Choice(name=n, value=n) for n in ("photo", "painting") if n.startswith(current)
+    ]
+
+
+@app_commands.context_menu(name="Imagine info")
+async def info(interaction: discord.Interaction, message: discord.Message) -> None:
+    await interaction.response.send_message(f"{len(message.attachments)} files", ephemeral=True)
+
+
 @pytest.fixture
 async def standin() -> AsyncIterator[DiscordStandin]:
     server = DiscordStandin(ack_deadline=0.25)
@@ -120,7 +202,7 @@ async def standin() -> AsyncIterator[DiscordStandin]:
 
 
 @pytest.fixture
-def point_discord_at(standin: DiscordStandin) -> Callable[[], None]:
+def point_discord_at(standin: DiscordStandin) -> Iterator[None]:
     """Point discord.py at the stand-in for this test; restored afterwards."""
     old_base = discord.http.Route.BASE
     old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -164,7 +246,8 @@ async def test_slash_command_defer_followup_click_and_reply(standin, point_disco
     async with running(StandinTestBot(), standin) as bot:
         commands_ = await standin.wait_for_commands()
         by_name = {c["name"]: c for c in commands_}
-        assert set(by_name) == {"imagine", "slow", "late"}
+        assert {"imagine", "slow", "late", "Imagine info"} <= set(by_name)
+        assert by_name["Imagine info"]["type"] == 3
         options = {o["name"]: o for o in by_name["imagine"]["options"]}
         assert options["prompt"]["type"] == 3 and options["prompt"]["required"]
         assert options["seed"]["type"] == 4 and not options["seed"].get("required")
@@ -310,3 +393,106 @@ async def test_test_side_mistakes_fail_clearly(standin, point_discord_at, world)
 
 def never(message: object) -> bool:  # named, so the timeout message says what it was
     return False
+
+
+async def test_components_update_and_attachment_keeping_edit(standin, point_discord_at, world):
+    alice, general = world["alice"], world["general"]
+    async with running(StandinTestBot(), standin):
+        await standin.wait_for_commands()
+        ix = await standin.slash_command(alice, general, "panel")
+        msg = await ix.wait_response(3)
+        assert ix.ack_type == 4 and [a.data for a in msg.attachments] == [PNG_A, PNG_B]
+        first_id = msg.attachments[0].id
+
+        keep = await standin.click(alice, msg, "panel:keep")
+        edited = await keep.wait_response(3)
+        assert keep.ack_type == 6 and edited is msg and msg.content == "kept"
+        # `attachments` in the PATCH kept the first (by id) and added the new upload.
+        assert [a.id for a in msg.attachments][0] == first_id
+        assert [(a.filename, a.data) for a in msg.attachments] == [
+            ("a.png", PNG_A),
+            ("new.png", PNG_B),
+        ]
+        assert len(msg.revisions) == 2 and msg.revisions[0]["content"] == "panel"
+
+        pick = await standin.select(alice, msg, "panel:size", ["M"])
+        await pick.wait_response(3)
+        assert pick.ack_type == 7 and msg.content == "size M" and msg.components == []
+
+        menu = await standin.context_menu(alice, msg, "Imagine info")
+        answer = await menu.wait_response(3)
+        assert answer.content == "2 files" and answer.ephemeral
+        assert answer.type == MessageType.CONTEXT_MENU_COMMAND
+    standin.assert_no_failed_requests()
+
+
+async def test_options_permissions_modal_and_autocomplete(standin, point_discord_at, world):
+    alice, mod, general = world["alice"], world["mod"], world["general"]
+    showcase = standin.add_channel(world["guild"], "showcase")
+    async with running(StandinTestBot(), standin):
+        await standin.wait_for_commands()
+        ix = await standin.slash_command(
+            alice, general, "describe", {"image": ("cat.png", PNG_A), "where": showcase}
+        )
+        answer = await ix.wait_response(3)
+        assert answer.content == f"cat.png: {len(PNG_A)} bytes"
+        posted = await standin.wait_for_message(lambda m: m.channel is showcase, timeout=3)
+        assert posted.attachments[0].data == PNG_A and posted.content == "showcase from alice"
+
+        who = await standin.slash_command(mod, general, "whoami", locale="de")
+        text = (await who.wait_response(3)).content
+        assert text == (
+            "manage_messages=True manage_guild=False attach_files=True locale=de "
+            f"limit={10 * 2**20}"
+        )
+        plain = await (await standin.slash_command(alice, general, "whoami")).wait_response(3)
+        assert plain.content.startswith("manage_messages=False")
+
+        opened = await standin.slash_command(alice, general, "settings")
+        await opened.wait_ack(3)
+        assert opened.ack_type == 9 and opened.modal["title"] == "Style"
+        submitted = await standin.submit_modal(alice, opened, {"style-name": "watercolor"})
+        assert (await submitted.wait_response(3)).content == "style=watercolor"
+
+        typing = await standin.autocomplete(alice, general, "style", {"name": "pa"}, focused="name")
+        await typing.wait_ack(3)
+        assert typing.ack_type == 8 and typing.choices == [
+            {"name": "painting", "value": "painting"}
+        ]
+    standin.assert_no_failed_requests()
+
+
+async def test_ephemeral_defer_and_followups(standin, point_discord_at, world):
+    """Raw API checks of the defer -> follow-up rules, through discord.py's webhook client."""
+    alice, general = world["alice"], world["general"]
+    seen: asyncio.Queue[discord.Interaction] = asyncio.Queue()
+
+    class Bot(StandinTestBot):
+        async def on_interaction(self, interaction: discord.Interaction) -> None:
+            seen.put_nowait(interaction)
+
+    async with running(Bot(), standin) as bot:
+        await standin.wait_for_commands()
+        ix = await standin.slash_command(alice, general, "slow")  # defers, then waits
+        interaction = await asyncio.wait_for(seen.get(), 2)
+        await ix.wait_ack(3)
+        first = await interaction.followup.send("one", wait=True)
+        second = await interaction.followup.send("two", ephemeral=True, wait=True)
+        assert first.id == ix.original.id and ix.response is ix.original
+        stored = standin.message_by_id(second.id)
+        assert stored.ephemeral and stored.reply_to_id == first.id
+        # A second callback is refused by the API (discord.py itself stops it earlier).
+        async with aiohttp.ClientSession() as session:
+            url = f"{standin.api_base}/interactions/{ix.id}/{ix.token}/callback"
+            async with session.post(url, json={"type": 5}) as response:
+                assert response.status == 400
+                assert response.headers["Content-Type"] == "application/json"
+                assert (await response.json())["code"] == 40060
+        await interaction.delete_original_response()
+        assert ix.original.deleted
+        with pytest.raises(discord.NotFound) as gone:
+            await interaction.edit_original_response(content="x")
+        assert gone.value.code == 10008
+        assert standin.gateway.connections[0].compress  # zlib-stream frames were used
+        bot.release.set()  # let /slow finish rather than leave its task pending
+        assert await asyncio.wait_for(bot.outcome, 2) is None

@@ -12,7 +12,7 @@ import io
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -298,9 +298,8 @@ class Channel:
         return f"<Channel #{self.name} id={self.id}>"
 
 
-@dataclass(frozen=True)
-class UploadedFile:
-    """One file part of a multipart request, as it arrived."""
+class UploadedFile(NamedTuple):
+    """One file part of a multipart request, as it arrived: (filename, data, content_type)."""
 
     filename: str
     data: bytes

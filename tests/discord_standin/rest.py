@@ -528,7 +528,7 @@ class RestApi:
             )
         resource: dict[str, Any] = {"type": kind}
         if message is not None:
-            resource["message"] = message.payload()
+            resource["message"] = self.standin.bot_view(message)
         return 200, {"interaction": info, "resource": resource}
 
     def _check_callback_type(self, ix: InteractionRecord, kind: int) -> None:
@@ -637,14 +637,14 @@ class RestApi:
             await self.standin._store_message(message)
         self._responded(ix, message)
         if record.query.get("wait", "").lower() in ("1", "true"):
-            return 200, message.payload()
+            return 200, self.standin.bot_view(message)
         return 204, None
 
     async def webhook_get_message(
         self, record: RecordedRequest, body: ParsedBody, app_id: str, token: str, message_ref: str
     ) -> Result:
         ix = self._interaction_for_token(app_id, token)
-        return 200, self._webhook_message(ix, message_ref).payload()
+        return 200, self.standin.bot_view(self._webhook_message(ix, message_ref))
 
     async def webhook_edit_message(
         self, record: RecordedRequest, body: ParsedBody, app_id: str, token: str, message_ref: str
@@ -655,7 +655,7 @@ class RestApi:
         self._check_message(payload, body, (), limit=ix.guild.attachment_size_limit, creating=False)
         await self._edit(message, payload, body.uploads)
         self._responded(ix, message)
-        return 200, message.payload()
+        return 200, self.standin.bot_view(message)
 
     async def webhook_delete_message(
         self, record: RecordedRequest, body: ParsedBody, app_id: str, token: str, message_ref: str
@@ -745,7 +745,7 @@ class RestApi:
             type=MessageType.REPLY if reply_to else MessageType.DEFAULT,
         )
         await self.standin._store_message(message)
-        return 200, message.payload()
+        return 200, self.standin.bot_view(message)
 
     async def edit_message(
         self, record: RecordedRequest, body: ParsedBody, channel_id: str, message_id: str
@@ -760,7 +760,7 @@ class RestApi:
         limit = channel.guild.attachment_size_limit
         self._check_message(payload, body, (), limit=limit, creating=False)
         await self._edit(message, payload, body.uploads)
-        return 200, message.payload()
+        return 200, self.standin.bot_view(message)
 
     async def delete_message(
         self, record: RecordedRequest, body: ParsedBody, channel_id: str, message_id: str
