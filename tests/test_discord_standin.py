@@ -14,7 +14,7 @@ import pytest
 import yarl
 from discord import app_commands
 from discord.ext import commands
-from discord_standin import DiscordStandin, MessageType, Perm, StandinTimeout
+from discord_standin import DiscordStandin, MessageFlag, MessageType, Perm, StandinTimeout
 from PIL import Image
 
 pytestmark = pytest.mark.timeout(30)
@@ -48,10 +48,10 @@ class Reroll(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:rerol
 
 
 class StandinTestBot(commands.Bot):
-    def __init__(self) -> None:
+    def __init__(self, intents: discord.Intents | None = None) -> None:
         super().__init__(
             command_prefix="!",
-            intents=discord.Intents.default(),  # no members, no message content
+            intents=intents or discord.Intents.default(),  # no members, no message content
             chunk_guilds_at_startup=False,
             guild_ready_timeout=0.05,
         )
@@ -67,7 +67,7 @@ class StandinTestBot(commands.Bot):
         self.tree.add_command(imagine)
         self.tree.add_command(slow)
         self.tree.add_command(late)
-        for command in (panel, describe, whoami, settings, style, info):
+        for command in (panel, describe, whoami, settings, style, info, gallery, profile):
             self.tree.add_command(command)
         await self.tree.sync()
 
@@ -189,6 +189,25 @@ async def style_names(
 @app_commands.context_menu(name="Imagine info")
 async def info(interaction: discord.Interaction, message: discord.Message) -> None:
     await interaction.response.send_message(f"{len(message.attachments)} files", ephemeral=True)
+
+
+@app_commands.context_menu(name="Imagine profile")
+async def profile(interaction: discord.Interaction, member: discord.Member) -> None:
+    await interaction.response.send_message(f"profile of {member.name}", ephemeral=True)
+
+
+@app_commands.command(description="Components v2: a media gallery of the uploaded files")
+async def gallery(interaction: discord.Interaction) -> None:
+    view = discord.ui.LayoutView()
+    view.add_item(
+        discord.ui.MediaGallery(
+            discord.MediaGalleryItem("attachment://a.png"),
+            discord.MediaGalleryItem("attachment://b.png", spoiler=True),
+        )
+    )
+    view.add_item(discord.ui.ActionRow(Reroll(7)))
+    files = [discord.File(io.BytesIO(PNG_A), "a.png"), discord.File(io.BytesIO(PNG_B), "b.png")]
+    await interaction.response.send_message(files=files, view=view)
 
 
 @pytest.fixture
@@ -408,7 +427,7 @@ async def test_components_update_and_attachment_keeping_edit(standin, point_disc
         edited = await keep.wait_response(3)
         assert keep.ack_type == 6 and edited is msg and msg.content == "kept"
         # `attachments` in the PATCH kept the first (by id) and added the new upload.
-        assert [a.id for a in msg.attachments][0] == first_id
+        assert msg.attachments[0].id == first_id
         assert [(a.filename, a.data) for a in msg.attachments] == [
             ("a.png", PNG_A),
             ("new.png", PNG_B),
@@ -418,6 +437,14 @@ async def test_components_update_and_attachment_keeping_edit(standin, point_disc
         pick = await standin.select(alice, msg, "panel:size", ["M"])
         await pick.wait_response(3)
         assert pick.ack_type == 7 and msg.content == "size M" and msg.components == []
+
+        v2 = await (await standin.slash_command(alice, general, "gallery")).wait_response(3)
+        assert v2.flags & MessageFlag.IS_COMPONENTS_V2 and len(v2.attachments) == 2
+        assert [c["type"] for c in v2.components] == [12, 1]
+        assert v2.custom_ids() == ["imagine:reroll:7"]
+        assert (
+            await (await standin.click(alice, v2, "imagine:reroll:7")).wait_response(3)
+        ).ephemeral
 
         menu = await standin.context_menu(alice, msg, "Imagine info")
         answer = await menu.wait_response(3)
@@ -453,6 +480,9 @@ async def test_options_permissions_modal_and_autocomplete(standin, point_discord
         assert opened.ack_type == 9 and opened.modal["title"] == "Style"
         submitted = await standin.submit_modal(alice, opened, {"style-name": "watercolor"})
         assert (await submitted.wait_response(3)).content == "style=watercolor"
+
+        menu = await standin.context_menu(alice, mod, "Imagine profile", channel=general)
+        assert (await menu.wait_response(3)).content == "profile of mod"
 
         typing = await standin.autocomplete(alice, general, "style", {"name": "pa"}, focused="name")
         await typing.wait_ack(3)
@@ -496,3 +526,20 @@ async def test_ephemeral_defer_and_followups(standin, point_discord_at, world):
         assert standin.gateway.connections[0].compress  # zlib-stream frames were used
         bot.release.set()  # let /slow finish rather than leave its task pending
         assert await asyncio.wait_for(bot.outcome, 2) is None
+
+
+async def test_portal_settings_are_enforced(point_discord_at):
+    """A disallowed privileged intent and a wrong token fail the way Discord makes them fail."""
+    async with DiscordStandin(allowed_privileged_intents=0, require_token=True) as standin:
+        discord.http.Route.BASE = standin.api_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(standin.gateway_url)
+        wants_content = StandinTestBot(discord.Intents(guilds=True, message_content=True))
+        with pytest.raises(discord.PrivilegedIntentsRequired):
+            async with running(wants_content, standin):
+                pass
+        wrong_token = StandinTestBot()
+        with pytest.raises(discord.LoginFailure):
+            try:
+                await wrong_token.start("not-the-token")
+            finally:
+                await wrong_token.close()

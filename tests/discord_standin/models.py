@@ -340,7 +340,7 @@ class Attachment:
             "size": self.size,
             "url": self.url,
             "proxy_url": self.url,
-            "flags": 0,
+            "flags": 8 if self.spoiler else 0,  # IS_SPOILER
         }
         if self.content_type:
             data["content_type"] = self.content_type
@@ -462,6 +462,8 @@ class Message:
         }
         if self.webhook_id is not None:
             data["webhook_id"] = str(self.webhook_id)
+        else:
+            data["member"] = self.author.member_payload(self.guild, with_user=False)
         if self.application_id is not None:
             data["application_id"] = str(self.application_id)
         if self.reference is not None:
@@ -535,6 +537,10 @@ class InteractionRecord:
     @property
     def data(self) -> dict[str, Any]:
         return self.payload.get("data", {})
+
+    @property
+    def attachment_size_limit(self) -> int:
+        return self.payload["attachment_size_limit"]
 
     @property
     def acked(self) -> bool:

@@ -460,7 +460,7 @@ class RestApi:
         message: Message | None = None
         if kind == CallbackType.CHANNEL_MESSAGE:
             self._check_message(
-                data, body, ("data",), limit=ix.guild.attachment_size_limit, creating=True
+                data, body, ("data",), limit=ix.attachment_size_limit, creating=True
             )
             flags = int(data.get("flags") or 0) & (
                 MessageFlag.EPHEMERAL
@@ -475,7 +475,6 @@ class RestApi:
                 interaction=ix,
                 flags=flags,
                 type=self._response_type(ix),
-                limit=ix.guild.attachment_size_limit,
             )
             ix.original = message
             ix.ephemeral = message.ephemeral
@@ -488,7 +487,6 @@ class RestApi:
                 interaction=ix,
                 flags=flags,
                 type=self._response_type(ix),
-                limit=ix.guild.attachment_size_limit,
             )
             ix.original = message
             ix.ephemeral = message.ephemeral
@@ -499,7 +497,7 @@ class RestApi:
             if ix.message.deleted:
                 raise unknown_message()
             self._check_message(
-                data, body, ("data",), limit=ix.guild.attachment_size_limit, creating=False
+                data, body, ("data",), limit=ix.attachment_size_limit, creating=False
             )
             message = ix.message
             ix.original = message
@@ -605,7 +603,7 @@ class RestApi:
     ) -> Result:
         ix = self._interaction_for_token(app_id, token)
         payload = body.json if isinstance(body.json, dict) else {}
-        limit = ix.guild.attachment_size_limit
+        limit = ix.attachment_size_limit
         self._check_message(payload, body, (), limit=limit, creating=True)
         if ix.awaiting_first_followup:
             # Discord fills the "thinking" message with the first follow-up after a type 5 defer.
@@ -629,7 +627,6 @@ class RestApi:
                 body.uploads,
                 interaction=ix,
                 flags=flags,
-                limit=limit,
                 reply_to=reference,
                 type=MessageType.REPLY if reference else MessageType.DEFAULT,
             )
@@ -652,7 +649,7 @@ class RestApi:
         ix = self._interaction_for_token(app_id, token)
         message = self._webhook_message(ix, message_ref)
         payload = body.json if isinstance(body.json, dict) else {}
-        self._check_message(payload, body, (), limit=ix.guild.attachment_size_limit, creating=False)
+        self._check_message(payload, body, (), limit=ix.attachment_size_limit, creating=False)
         await self._edit(message, payload, body.uploads)
         self._responded(ix, message)
         return 200, self.standin.bot_view(message)
@@ -740,7 +737,6 @@ class RestApi:
             payload,
             body.uploads,
             flags=flags,
-            limit=limit,
             reply_to=reply_to,
             type=MessageType.REPLY if reply_to else MessageType.DEFAULT,
         )
@@ -958,7 +954,6 @@ class RestApi:
         *,
         flags: int,
         type: int,
-        limit: int,
         interaction: InteractionRecord | None = None,
         reply_to: Message | None = None,
     ) -> Message:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -719,24 +720,19 @@ class DiscordStandin:
         return component
 
     async def context_menu(
-        self, user: User, target: Message | User, name: str, *, locale: str | None = None
+        self,
+        user: User,
+        target: Message | User,
+        name: str,
+        *,
+        channel: Channel | None = None,
+        locale: str | None = None,
     ) -> InteractionRecord:
-        """Use a message (target `Message`) or user (target `User`) context-menu command."""
-        channel = target.channel if isinstance(target, Message) else None
-        if channel is None:
-            raise ValueError(
-                "for a user context menu use context_menu_user(user, target, channel, name)"
-            )
-        return await self._context_menu(user, target, channel, name, locale)
-
-    async def context_menu_user(
-        self, user: User, target: User, channel: Channel, name: str, *, locale: str | None = None
-    ) -> InteractionRecord:
-        return await self._context_menu(user, target, channel, name, locale)
-
-    async def _context_menu(
-        self, user: User, target: Message | User, channel: Channel, name: str, locale: str | None
-    ) -> InteractionRecord:
+        """Use a message context-menu command on `target`, or a user one (pass `channel` then)."""
+        if isinstance(target, Message):
+            channel = target.channel
+        elif channel is None:
+            raise ValueError("a user context menu needs the channel it is used in: channel=...")
         self._require_connected()
         is_message = isinstance(target, Message)
         command = self._find_command(name, 3 if is_message else 2, channel.guild)
@@ -1047,6 +1043,4 @@ class DiscordStandin:
 
 
 def _mention_ids(content: str) -> list[str]:
-    import re
-
     return re.findall(r"<@!?(\d+)>", content or "")
