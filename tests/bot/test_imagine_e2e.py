@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 
@@ -14,9 +15,27 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def seeds_in(text: str) -> list[int]:
-    match = re.search(r"Seeds? ([\d · ]+)", text)
+    """The seeds listed in a result message ("Seeds 1 · 2 · 3 · 4 · 64×64 · ...")."""
+    match = re.search(r"Seeds? (.*)", text)
     assert match, f"no seeds in {text!r}"
-    return [int(s) for s in match.group(1).replace("·", " ").split()]
+    seeds = []
+    for part in match.group(1).split(" · "):
+        if not part.isdigit():
+            break
+        seeds.append(int(part))
+    return seeds
+
+
+async def job_for_message(bot, message_id: int, timeout: float = 10.0):
+    """The stored job of a result message (stored right after the message is posted)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        job = await bot.storage.job_by_message(message_id)
+        if job is not None:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no job stored for message {message_id}")
 
 
 async def test_commands_are_synced(bot_process, standin, world):
@@ -53,8 +72,8 @@ async def test_imagine_posts_four_pngs_whose_seeds_reproduce(bot_process, standi
     # The third image, made again alone from its seed, is the same pixel for pixel.
     from engine import GenerationRequest
 
-    job = await bot.storage.job_by_message(message.id)
-    assert job is not None and job.status == "done" and job.seeds == (1234, 1235, 1236, 1237)
+    job = await job_for_message(bot, message.id)
+    assert job.status == "done" and job.seeds == (1234, 1235, 1236, 1237)
     single = GenerationRequest(
         prompt="a red fox in the snow", seed=1236, width=64, height=64, count=1
     )
