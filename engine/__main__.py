@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from engine.errors import EngineError
 from engine.requests import ASPECT_RATIOS, make_request
 from engine.settings import EngineSettings
-
-log = logging.getLogger("engine")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         result = engine.generate(request)
     except EngineError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"IMAGINE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        print(f"error: bad settings: {problems}", file=sys.stderr)
         return 1
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -253,16 +253,16 @@ class Engine:
             self._compile()
         if self._compiled and self.device.type == "cuda":
             # Compiled graphs are specialised to shapes: warm up with a real request's shapes.
-            side, count, steps = self.settings.resolution, self.settings.images_per_request, 0
+            side = self.settings.resolution
+            count, steps = self.settings.images_per_request, self.settings.steps
         else:
             side, count, steps = min(self.settings.resolution, 512), 1, 1
-        side = max(64, side // 64 * 64) if side >= 64 else side
         request = GenerationRequest(
             prompt="warm-up",
             seed=0,
             width=side,
             height=side,
-            steps=steps or self.settings.steps,
+            steps=steps,
             guidance=self.settings.guidance,
             count=count,
         )
@@ -425,7 +425,9 @@ class Engine:
     def _img2img_pipe(self) -> StableDiffusionXLImg2ImgPipeline:
         if self._img2img is None:
             # Shares every component with the text-to-image pipeline: no second copy in memory.
-            self._img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.pipe)
+            # from_pipe casts all components to `dtype`, float32 unless told: that would turn
+            # the shared fp16 UNet into fp32 for both pipelines.
+            self._img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.pipe, dtype=self.dtype)
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
 
@@ -490,7 +492,11 @@ class Engine:
             preview = None
             if self.preview_vae is not None:
                 preview = self._preview(tensors["latents"])
-            progress(StepProgress(step=min(step + 1, total), total=total, preview=preview))
+            try:
+                progress(StepProgress(step=min(step + 1, total), total=total, preview=preview))
+            except Exception:
+                # A broken progress display must not cost the user their images.
+                log.exception("progress callback failed; generation continues")
             return tensors
 
         return on_step_end

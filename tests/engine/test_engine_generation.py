@@ -278,3 +278,33 @@ def test_other_failures_become_generation_failed(
 
 def test_warm_up_runs(tiny_engine: Engine) -> None:
     tiny_engine.warm_up()
+
+
+def test_img2img_keeps_the_engine_dtype(
+    tiny_engine_settings: EngineSettings, cat_result: GenerationResult
+) -> None:
+    # diffusers' from_pipe casts shared components to float32 unless told otherwise, which
+    # would silently turn an fp16 GPU pipeline into fp32. bfloat16 shows it on CPU.
+    engine = Engine.load(tiny_engine_settings.model_copy(update={"dtype": "bfloat16"}))
+    assert engine.pipe.unet.dtype == torch.bfloat16
+    request = make_request(
+        "a cat",
+        settings=tiny_engine_settings,
+        seed=1,
+        count=1,
+        init_image=png_bytes(cat_result.images[0].image),
+    )
+    result = engine.generate(request)
+    assert result.images[0].image.size == (64, 64)
+    assert engine.pipe.unet.dtype == torch.bfloat16
+    assert engine.pipe.vae.dtype == torch.bfloat16
+
+
+def test_failing_progress_callback_does_not_fail_generation(
+    tiny_engine: Engine, cat_result: GenerationResult
+) -> None:
+    def broken(step: StepProgress) -> None:
+        raise RuntimeError("display broke")
+
+    result = tiny_engine.generate(dataclasses.replace(cat_result.request, count=1), broken)
+    assert len(result.images) == 1
