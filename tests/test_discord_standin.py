@@ -212,7 +212,7 @@ async def gallery(interaction: discord.Interaction) -> None:
 
 @pytest.fixture
 async def standin() -> AsyncIterator[DiscordStandin]:
-    server = DiscordStandin(ack_deadline=0.25)
+    server = DiscordStandin()
     await server.start()
     try:
         yield server
@@ -343,12 +343,13 @@ async def test_expired_token_and_deleted_message_fail_like_discord(
 
 
 async def test_late_acknowledgement_is_refused_and_measured(standin, point_discord_at, world):
+    standin.ack_deadline = 0.1  # /late answers after 0.3 s
     async with running(StandinTestBot(), standin) as bot:
         await standin.wait_for_commands()
         ix = await standin.slash_command(world["alice"], world["general"], "late")
         error = await asyncio.wait_for(bot.outcome, 3)
         assert isinstance(error, discord.NotFound) and error.code == 10062
-        assert ix.late_callbacks and ix.late_callbacks[0] >= 0.25
+        assert ix.late_callbacks and ix.late_callbacks[0] >= 0.3
         with pytest.raises(AssertionError, match="past the deadline"):
             await ix.wait_ack(1)
 
@@ -356,6 +357,7 @@ async def test_late_acknowledgement_is_refused_and_measured(standin, point_disco
 async def test_limits_permissions_and_form_errors(standin, point_discord_at, world):
     small = standin.add_guild(name="Small", attachment_size_limit=1000)
     small_channel = standin.add_channel(small, "tiny")
+    roomy_channel = standin.add_channel(standin.add_guild("Boosted", attachment_size_limit=2**26))
     locked = standin.add_channel(
         world["guild"], "read-only", bot_permissions=Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY
     )
@@ -365,6 +367,12 @@ async def test_limits_permissions_and_form_errors(standin, point_discord_at, wor
         with pytest.raises(discord.HTTPException) as too_large:
             await channel.send(file=big)
         assert (too_large.value.status, too_large.value.code) == (413, 40005)
+
+        roomy = bot.get_channel(roomy_channel.id)  # 64 MiB per file, but 25 MiB per request
+        halves = [discord.File(io.BytesIO(bytes(13 * 2**20)), f"{i}.bin") for i in range(2)]
+        with pytest.raises(discord.HTTPException) as whole_body:
+            await roomy.send(files=halves)
+        assert (whole_body.value.status, whole_body.value.code) == (413, 40005)
 
         with pytest.raises(discord.HTTPException) as too_long:
             await channel.send("x" * 2001)

@@ -58,13 +58,15 @@ class Connection:
         async with self.lock:  # zlib-stream frames must go out in compression order
             if self.ws.closed:
                 return
-            if self.compress:
-                data = self.zlib_context.compress(raw.encode()) + self.zlib_context.flush(
-                    zlib.Z_SYNC_FLUSH
-                )
-                await self.ws.send_bytes(data)
-            else:
-                await self.ws.send_str(raw)
+            try:
+                if self.compress:
+                    data = self.zlib_context.compress(raw.encode())
+                    await self.ws.send_bytes(data + self.zlib_context.flush(zlib.Z_SYNC_FLUSH))
+                else:
+                    await self.ws.send_str(raw)
+            except ConnectionError:
+                # The bot is going away mid-send; a dispatch stays in the session for RESUME.
+                log.debug("gateway connection closed while sending %s", packet.get("t"))
 
 
 @dataclass(eq=False)

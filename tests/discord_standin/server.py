@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -40,8 +39,6 @@ from .models import (
     permission_value,
 )
 from .rest import RestApi, json_response, sniff_image
-
-log = logging.getLogger(__name__)
 
 ALL_INTENTS = (1 << 26) - 1
 Describe = str | Callable[[], str]
@@ -311,6 +308,12 @@ class DiscordStandin:
         self._attachments_by_id[attachment_id] = attachment
         return attachment
 
+    def _message_event(self, message: Message) -> Callable[[GatewaySession], dict[str, Any]]:
+        """The message as each session may see it, frozen now (events carry that moment's state)."""
+        full = self.bot_view(message, ALL_INTENTS)
+        hidden = self.bot_view(message, ALL_INTENTS & ~INTENT_MESSAGE_CONTENT)
+        return lambda session: full if session.has_intent(INTENT_MESSAGE_CONTENT) else hidden
+
     async def _store_message(self, message: Message) -> None:
         self._messages.append(message)
         self._messages_by_id[message.id] = message
@@ -318,9 +321,7 @@ class DiscordStandin:
         self._changed()
         if not message.ephemeral:
             await self.gateway.dispatch(
-                "MESSAGE_CREATE",
-                lambda s: self.bot_view(message, s.intents),
-                guild_id=message.guild.id,
+                "MESSAGE_CREATE", self._message_event(message), guild_id=message.guild.id
             )
 
     async def _message_edited(self, message: Message) -> None:
@@ -328,9 +329,7 @@ class DiscordStandin:
         self._changed()
         if not message.ephemeral:
             await self.gateway.dispatch(
-                "MESSAGE_UPDATE",
-                lambda s: self.bot_view(message, s.intents),
-                guild_id=message.guild.id,
+                "MESSAGE_UPDATE", self._message_event(message), guild_id=message.guild.id
             )
 
     async def _delete_message(self, message: Message) -> None:
