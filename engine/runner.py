@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from engine.encoding import DEFAULT_TOTAL_LIMIT, EncodedImage, encode_images
+from engine.encoding import DEFAULT_TOTAL_LIMIT, EncodedImage, encode_one, fit_total
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -21,6 +22,15 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[["StepProgress"], object]
 
+MAX_ENCODE_WORKERS = 4
+"""One result is four images; more threads than that cannot help one job, and a bot box needs
+cores left for the event loop. PNG/WebP/JPEG encoders run in C, so images encode in parallel."""
+
+
+def default_encode_workers() -> int:
+    """Encoder threads: one per core, at most ``MAX_ENCODE_WORKERS``."""
+    return max(1, min(MAX_ENCODE_WORKERS, os.cpu_count() or 1))
+
 
 class EngineRunner:
     """Runs an ``Engine`` on a single dedicated thread and exposes it to asyncio.
@@ -30,11 +40,20 @@ class EngineRunner:
     waits behind the GPU.
     """
 
-    def __init__(self, load: Callable[[], Engine], *, warm_up: bool = True) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Engine],
+        *,
+        warm_up: bool = True,
+        encode_workers: int | None = None,
+    ) -> None:
         self._load = load
         self._warm_up = warm_up
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-gpu")
-        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="imagine-encode")
+        self.encode_workers = encode_workers or default_encode_workers()
+        self._encoder = ThreadPoolExecutor(
+            max_workers=self.encode_workers, thread_name_prefix="imagine-encode"
+        )
         self._engine: Engine | None = None
         self._closed = False
 
@@ -99,12 +118,29 @@ class EngineRunner:
         total_limit_bytes: int = DEFAULT_TOTAL_LIMIT,
         stem: str = "imagine",
     ) -> list[EncodedImage]:
-        """Encode images to fit Discord's limits, on the encoder pool (not the GPU thread)."""
+        """Encode images to fit Discord's limits on the encoder pool, one task per image.
+
+        The images of a set encode in parallel (and the jobs of a batch too); only when the
+        set is over ``total_limit_bytes`` does one more pass shrink the largest files.
+        """
         loop = asyncio.get_running_loop()
-        call = functools.partial(
-            encode_images, list(images), limit_bytes, total_limit_bytes, stem=stem
+        images = list(images)
+        encoded = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._encoder,
+                    functools.partial(encode_one, image, limit_bytes, stem=stem, index=index),
+                )
+                for index, image in enumerate(images, start=1)
+            )
         )
-        return await loop.run_in_executor(self._encoder, call)
+        if sum(len(e.data) for e in encoded) > total_limit_bytes:
+            call = functools.partial(fit_total, images, encoded, total_limit_bytes, stem=stem)
+            encoded = await loop.run_in_executor(self._encoder, call)
+        for item in encoded:
+            if item.note:
+                log.info("%s: %s (%d bytes)", item.filename, item.note, len(item.data))
+        return list(encoded)
 
     async def close(self) -> None:
         """Wait for the running batch to finish, then stop both thread pools."""
