@@ -733,6 +733,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     size = 64 if args.tiny else 1024
+    if device.type == "cpu" and args.tiny:
+        # Toy shapes gain nothing from threads, and on a shared CPU spinning OpenMP workers
+        # make a 10 s run take a minute.
+        torch.set_num_threads(1)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if device.type == "cuda":
         import torch._inductor.config as inductor_config
