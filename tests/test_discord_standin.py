@@ -14,8 +14,9 @@ import pytest
 import yarl
 from discord import app_commands
 from discord.ext import commands
-from discord_standin import DiscordStandin, MessageFlag, MessageType, Perm, StandinTimeout
 from PIL import Image
+
+from tests.discord_standin import DiscordStandin, MessageFlag, MessageType, Perm, StandinTimeout
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -151,6 +152,7 @@ async def describe(
 
 
 @app_commands.command(description="Permissions and locale as the bot sees them")
+@app_commands.guild_only()
 async def whoami(interaction: discord.Interaction) -> None:
     p, app = interaction.permissions, interaction.app_permissions
     await interaction.response.send_message(
@@ -551,3 +553,23 @@ async def test_portal_settings_are_enforced(point_discord_at):
                 await wrong_token.start("not-the-token")
             finally:
                 await wrong_token.close()
+
+
+async def test_direct_messages(standin, point_discord_at, world):
+    alice = world["alice"]
+    async with running(StandinTestBot(), standin) as bot:
+        await standin.wait_for_commands()
+        dm = standin.add_dm_channel(alice)
+        ix = await standin.slash_command(alice, dm, "imagine", {"prompt": "a lighthouse"})
+        msg = await ix.wait_response(3)
+        assert msg.channel is dm and msg.guild is None and len(msg.attachments) == 2
+        with pytest.raises(ValueError, match="not available in DMs"):
+            await standin.slash_command(alice, dm, "whoami")
+
+        await standin.user_message(alice, dm, "hello")  # DMs are exempt from the content intent
+        assert (await asyncio.wait_for(bot.user_messages.get(), 2)).content == "hello"
+
+        user = await bot.fetch_user(alice.id)
+        sent = await user.send("your images are ready")
+        assert standin.message_by_id(sent.id).channel is standin.add_dm_channel(alice) is dm
+    standin.assert_no_failed_requests()

@@ -29,6 +29,7 @@ INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_PRESENCES = 1 << 8
 INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
@@ -83,9 +84,12 @@ class GatewaySession:
         return bool(self.intents & intent)
 
     def owns_guild(self, guild_id: int | None) -> bool:
-        if guild_id is None or self.shard is None:
+        """Sharding: a guild's events go to (guild_id >> 22) % shards; DMs go to shard 0."""
+        if self.shard is None:
             return True
         shard_id, count = self.shard
+        if guild_id is None:
+            return shard_id == 0
         return (guild_id >> 22) % count == shard_id
 
 
@@ -301,6 +305,8 @@ class Gateway:
 
     async def _dispatch_now(self, event: str, payload: Payload, guild_id: int | None) -> int:
         needed = EVENT_INTENTS.get(event, 0)
+        if guild_id is None and needed == INTENT_GUILD_MESSAGES:
+            needed = INTENT_DIRECT_MESSAGES  # a message without a guild is a DM
         count = 0
         for session in self.live_sessions:
             if needed and not session.has_intent(needed):

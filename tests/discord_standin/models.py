@@ -257,26 +257,56 @@ class Guild:
 
 @dataclass(eq=False)
 class Channel:
+    """A guild text channel, or (guild None, `recipient` set) the bot's DM with a user."""
+
     id: int
-    guild: Guild
+    guild: Guild | None
     name: str
-    type: int = 0
+    type: int = 0  # 0 guild text, 1 DM
     nsfw: bool = False
     position: int = 0
     topic: str | None = None
     bot_permissions: int | None = None  # None: the guild's
+    recipient: User | None = None
+    dm_attachment_size_limit: int = 10 * 2**20
+
+    @property
+    def is_dm(self) -> bool:
+        return self.guild is None
 
     @property
     def mention(self) -> str:
         return f"<#{self.id}>"
 
     @property
+    def attachment_size_limit(self) -> int:
+        return (
+            self.dm_attachment_size_limit
+            if self.guild is None
+            else self.guild.attachment_size_limit
+        )
+
+    @property
     def effective_bot_permissions(self) -> int:
-        value = self.guild.bot_permissions if self.bot_permissions is None else self.bot_permissions
+        if self.bot_permissions is not None:
+            value = self.bot_permissions
+        elif self.guild is not None:
+            value = self.guild.bot_permissions
+        else:
+            value = int(DEFAULT_BOT_PERMISSIONS)
         value = permission_value(value)
         return ALL_PERMISSIONS if value & Perm.ADMINISTRATOR else value
 
     def payload(self, *, with_guild_id: bool = True) -> dict[str, Any]:
+        if self.guild is None:
+            assert self.recipient is not None
+            return {
+                "id": str(self.id),
+                "type": 1,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": [self.recipient.payload()],
+            }
         data: dict[str, Any] = {
             "id": str(self.id),
             "type": self.type,
@@ -295,7 +325,17 @@ class Channel:
         return data
 
     def __repr__(self) -> str:
+        if self.guild is None:
+            return f"<Channel DM with {self.name} id={self.id}>"
         return f"<Channel #{self.name} id={self.id}>"
+
+
+def reference_to(message: Message) -> dict[str, Any]:
+    """A reply's `message_reference` pointing at `message`."""
+    reference = {"type": 0, "message_id": str(message.id), "channel_id": str(message.channel.id)}
+    if message.guild is not None:
+        reference["guild_id"] = str(message.guild.id)
+    return reference
 
 
 class UploadedFile(NamedTuple):
@@ -394,7 +434,7 @@ class Message:
     referenced: Message | None = field(default=None, repr=False)  # the message replied to
 
     @property
-    def guild(self) -> Guild:
+    def guild(self) -> Guild | None:
         return self.channel.guild
 
     @property
@@ -427,17 +467,13 @@ class Message:
         data: dict[str, Any] = {
             "id": str(self.id),
             "channel_id": str(self.channel.id),
-            "guild_id": str(self.guild.id),
             "author": self.author.payload(),
             "content": self.content,
             "timestamp": self.created_at,
             "edited_timestamp": self.edited_at,
             "tts": False,
             "mention_everyone": self.mention_everyone,
-            "mentions": [
-                {**u.payload(), "member": u.member_payload(self.guild, with_user=False)}
-                for u in self.mentions
-            ],
+            "mentions": [self._mention_payload(u) for u in self.mentions],
             "mention_roles": [],
             "mention_channels": [],
             "attachments": [a.payload() for a in self.attachments],
@@ -460,10 +496,13 @@ class Message:
             "type": int(self.type),
             "flags": self.flags,
         }
+        guild = self.guild
+        if guild is not None:
+            data["guild_id"] = str(guild.id)
         if self.webhook_id is not None:
             data["webhook_id"] = str(self.webhook_id)
-        else:
-            data["member"] = self.author.member_payload(self.guild, with_user=False)
+        elif guild is not None:
+            data["member"] = self.author.member_payload(guild, with_user=False)
         if self.application_id is not None:
             data["application_id"] = str(self.application_id)
         if self.reference is not None:
@@ -486,9 +525,15 @@ class Message:
                     "type": int(ix.type),
                     "name": ix.command_name,
                     "user": ix.user.payload(),
-                    "member": ix.user.member_payload(ix.guild, with_user=False),
                 }
+                if guild is not None:
+                    data["interaction"]["member"] = ix.user.member_payload(guild, with_user=False)
         return data
+
+    def _mention_payload(self, user: User) -> dict[str, Any]:
+        if self.guild is None:
+            return user.payload()
+        return {**user.payload(), "member": user.member_payload(self.guild, with_user=False)}
 
     def __repr__(self) -> str:
         state = " deleted" if self.deleted else ""
@@ -531,7 +576,7 @@ class InteractionRecord:
     _standin: Any = field(default=None, repr=False)  # for waits on the stand-in's change event
 
     @property
-    def guild(self) -> Guild:
+    def guild(self) -> Guild | None:
         return self.channel.guild
 
     @property
@@ -565,7 +610,8 @@ class InteractionRecord:
             "id": str(self.id),
             "type": int(self.type),
             "user": self.user.payload(),
-            "authorizing_integration_owners": {"0": str(self.guild.id)},
+            # guild install: the guild's id, or "0" in the bot's DM
+            "authorizing_integration_owners": {"0": str(self.guild.id if self.guild else 0)},
         }
         if self.type == InteractionType.APPLICATION_COMMAND:
             data["name"] = self.command_name

@@ -27,6 +27,7 @@ from .models import (
     User,
     iso_now,
     new_snowflake,
+    reference_to,
 )
 from .validation import MAX_ATTACHMENTS, MAX_REQUEST_BYTES, is_empty_message, validate_message
 
@@ -178,6 +179,7 @@ class RestApi:
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/users/@me", self.get_me),
             ("GET", "/users/{user_id}", self.get_user),
+            ("POST", "/users/@me/channels", self.create_dm),
             ("GET", "/oauth2/applications/@me", self.get_application),
             ("GET", "/applications/@me", self.get_application),
             ("GET", "/gateway", self.get_gateway),
@@ -280,6 +282,10 @@ class RestApi:
         return message
 
     def _require(self, channel: Channel, permissions: int) -> None:
+        if channel.is_dm:  # no permissions in DMs, but nobody moderates them either
+            if permissions & Perm.MANAGE_MESSAGES:
+                raise ApiError(403, 50003, "Cannot execute action on a DM channel")
+            return
         have = channel.effective_bot_permissions
         if not have & Perm.VIEW_CHANNEL:
             raise ApiError(403, 50001, "Missing Access")
@@ -306,6 +312,13 @@ class RestApi:
         if user is None:
             raise ApiError(404, 10013, "Unknown User")
         return 200, user.payload()
+
+    async def create_dm(self, record: RecordedRequest, body: ParsedBody) -> Result:
+        recipient = (body.json or {}).get("recipient_id")
+        user = None if recipient is None else self.standin.user_by_id(int(recipient))
+        if user is None or user.bot:
+            raise ApiError(400, 50007, "Cannot send messages to this user")
+        return 200, self.standin.add_dm_channel(user).payload()
 
     async def get_application(self, record: RecordedRequest, body: ParsedBody) -> Result:
         return 200, self.standin.application_payload()
@@ -702,7 +715,7 @@ class RestApi:
         payload = body.json if isinstance(body.json, dict) else {}
         needed = Perm.SEND_MESSAGES | (Perm.ATTACH_FILES if body.uploads else 0)
         self._require(channel, needed)
-        limit = channel.guild.attachment_size_limit
+        limit = channel.attachment_size_limit
         self._check_message(payload, body, (), limit=limit, creating=True)
         reply_to = None
         ref = payload.get("message_reference")
@@ -753,7 +766,7 @@ class RestApi:
         payload = body.json if isinstance(body.json, dict) else {}
         if body.uploads:
             self._require(channel, Perm.ATTACH_FILES)
-        limit = channel.guild.attachment_size_limit
+        limit = channel.attachment_size_limit
         self._check_message(payload, body, (), limit=limit, creating=False)
         await self._edit(message, payload, body.uploads)
         return 200, self.standin.bot_view(message)
@@ -975,12 +988,7 @@ class RestApi:
             application_id=self.standin.application_id if interaction else None,
         )
         if reply_to is not None:
-            message.reference = {
-                "type": 0,
-                "message_id": str(reply_to.id),
-                "channel_id": str(reply_to.channel.id),
-                "guild_id": str(reply_to.guild.id),
-            }
+            message.reference = reference_to(reply_to)
             message.referenced = reply_to
         message.mentions = self._mentions(message.content, allowed, reply_to)
         return message

@@ -37,6 +37,7 @@ from .models import (
     iter_components,
     new_snowflake,
     permission_value,
+    reference_to,
 )
 from .rest import RestApi, json_response, sniff_image
 
@@ -205,6 +206,22 @@ class DiscordStandin:
         self.gateway.enqueue("CHANNEL_CREATE", channel.payload(), guild_id=guild.id)
         return channel
 
+    def add_dm_channel(self, user: User, *, attachment_size_limit: int = 10 * 2**20) -> Channel:
+        """The bot's DM channel with `user` (the same one when asked again)."""
+        for channel in self._channels_by_id.values():
+            if channel.recipient is user:
+                return channel
+        channel = Channel(
+            id=new_snowflake(),
+            guild=None,
+            name=user.name,
+            type=1,
+            recipient=user,
+            dm_attachment_size_limit=attachment_size_limit,
+        )
+        self._channels_by_id[channel.id] = channel
+        return channel
+
     def add_user(
         self,
         name: str,
@@ -290,7 +307,12 @@ class DiscordStandin:
         return payload
 
     def _hide_content(self, payload: dict[str, Any], message: Message) -> None:
-        if message.author is not self.bot_user and self.bot_user not in message.mentions:
+        exempt = (
+            message.author is self.bot_user
+            or self.bot_user in message.mentions
+            or message.guild is None  # DMs are exempt from the intent
+        )
+        if not exempt:
             payload.update(content="", embeds=[], attachments=[], components=[])
             payload.pop("poll", None)
         referenced = payload.get("referenced_message")
@@ -321,7 +343,7 @@ class DiscordStandin:
         self._changed()
         if not message.ephemeral:
             await self.gateway.dispatch(
-                "MESSAGE_CREATE", self._message_event(message), guild_id=message.guild.id
+                "MESSAGE_CREATE", self._message_event(message), guild_id=_guild_id(message)
             )
 
     async def _message_edited(self, message: Message) -> None:
@@ -329,7 +351,7 @@ class DiscordStandin:
         self._changed()
         if not message.ephemeral:
             await self.gateway.dispatch(
-                "MESSAGE_UPDATE", self._message_event(message), guild_id=message.guild.id
+                "MESSAGE_UPDATE", self._message_event(message), guild_id=_guild_id(message)
             )
 
     async def _delete_message(self, message: Message) -> None:
@@ -341,9 +363,9 @@ class DiscordStandin:
                 {
                     "id": str(message.id),
                     "channel_id": str(message.channel.id),
-                    "guild_id": str(message.guild.id),
+                    **({} if message.guild is None else {"guild_id": str(message.guild.id)}),
                 },
-                guild_id=message.guild.id,
+                guild_id=_guild_id(message),
             )
 
     async def _serve_attachment(self, request: web.Request) -> web.Response:
@@ -382,14 +404,21 @@ class DiscordStandin:
                 "(start it, then `await standin.wait_for_identify()`)"
             )
 
-    def _find_command(self, name: str, command_type: int, guild: Guild) -> dict[str, Any]:
-        for scope in (guild.id, None):
+    def _find_command(self, name: str, command_type: int, channel: Channel) -> dict[str, Any]:
+        guild = channel.guild
+        scopes = (None,) if guild is None else (guild.id, None)
+        for scope in scopes:
             command = self._commands.get(scope, {}).get((name, command_type))
-            if command is not None:
-                return command
+            if command is None:
+                continue
+            contexts = command.get("contexts")
+            in_dms = contexts is None and command.get("dm_permission") is not False
+            if guild is None and not (in_dms or (contexts and 1 in contexts)):
+                raise ValueError(f"{name!r} is not available in DMs (the client does not offer it)")
+            return command
         known = {
-            "global": sorted(n for n, t in self._commands.get(None, {}) if t == command_type),
-            "guild": sorted(n for n, t in self._commands.get(guild.id, {}) if t == command_type),
+            scope_name: sorted(n for n, t in self._commands.get(scope, {}) if t == command_type)
+            for scope_name, scope in (("global", None), ("guild", guild and guild.id))
         }
         raise AssertionError(
             f"command {name!r} (type {command_type}) is not registered; registered: {known}. "
@@ -415,22 +444,28 @@ class DiscordStandin:
             "application_id": str(self.application_id),
             "type": int(kind),
             "data": data,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": guild.preferred_locale, "features": []},
             "channel_id": str(channel.id),
             "channel": {**channel.payload(), "permissions": str(member_permissions)},
-            "member": {**user.member_payload(guild), "permissions": str(member_permissions)},
             "token": secrets.token_urlsafe(96),
             "version": 1,
             "app_permissions": str(channel.effective_bot_permissions),
             "locale": locale or user.locale,
-            "guild_locale": guild.preferred_locale,
             "entitlements": [],
             "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
-            "attachment_size_limit": guild.attachment_size_limit,
+            # guild install: the guild's id, or "0" in the bot's DM
+            "authorizing_integration_owners": {"0": str(guild.id if guild else 0)},
+            "context": 0 if guild else 1,  # GUILD or BOT_DM
+            "attachment_size_limit": channel.attachment_size_limit,
         }
+        if guild is None:
+            payload["user"] = user.payload()
+        else:
+            payload.update(
+                guild_id=str(guild.id),
+                guild={"id": str(guild.id), "locale": guild.preferred_locale, "features": []},
+                member={**user.member_payload(guild), "permissions": str(member_permissions)},
+                guild_locale=guild.preferred_locale,
+            )
         if message is not None:
             payload["message"] = message.payload()
         ix = InteractionRecord(
@@ -448,7 +483,9 @@ class DiscordStandin:
         self._interactions_by_id[ix.id] = ix
         self._interactions_by_token[ix.token] = ix
         ix.created_at = asyncio.get_running_loop().time()
-        await self.gateway.dispatch("INTERACTION_CREATE", payload, guild_id=guild.id)
+        await self.gateway.dispatch(
+            "INTERACTION_CREATE", payload, guild_id=None if guild is None else guild.id
+        )
         return ix
 
     async def slash_command(
@@ -509,7 +546,7 @@ class DiscordStandin:
         focused: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         parts = name.split()
-        command = self._find_command(parts[0], 1, channel.guild)
+        command = self._find_command(parts[0], 1, channel)
         data: dict[str, Any] = {"id": command["id"], "name": parts[0], "type": 1}
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
@@ -622,7 +659,7 @@ class DiscordStandin:
             if target is None:
                 raise refuse(f"unknown user {value!r}")
             resolved.setdefault("users", {})[str(target.id)] = target.payload()
-            if target is self.bot_user or target.is_member_of(guild):
+            if guild is not None and (target is self.bot_user or target.is_member_of(guild)):
                 member = target.member_payload(guild, with_user=False)
                 member["permissions"] = str(target.member_permissions)
                 resolved.setdefault("members", {})[str(target.id)] = member
@@ -641,13 +678,13 @@ class DiscordStandin:
                 "permissions": str(user.member_permissions),
                 "nsfw": target.nsfw,
                 "parent_id": None,
-                "guild_id": str(guild.id),
+                "guild_id": str(target.guild.id) if target.guild else None,
                 "topic": target.topic,
                 "position": target.position,
                 "flags": 0,
             }
             return str(target.id)
-        if kind == 8:  # ROLE: only @everyone exists
+        if kind == 8 and guild is not None:  # ROLE: only @everyone exists
             resolved.setdefault("roles", {})[str(guild.id)] = guild.everyone_role()
             return str(guild.id)
         if kind == 11:  # ATTACHMENT
@@ -734,14 +771,14 @@ class DiscordStandin:
             raise ValueError("a user context menu needs the channel it is used in: channel=...")
         self._require_connected()
         is_message = isinstance(target, Message)
-        command = self._find_command(name, 3 if is_message else 2, channel.guild)
+        command = self._find_command(name, 3 if is_message else 2, channel)
         if is_message:
             resolved = {"messages": {str(target.id): target.payload()}}
         else:
-            resolved = {
-                "users": {str(target.id): target.payload()},
-                "members": {str(target.id): target.member_payload(channel.guild, with_user=False)},
-            }
+            resolved = {"users": {str(target.id): target.payload()}}
+            if channel.guild is not None:
+                member = target.member_payload(channel.guild, with_user=False)
+                resolved["members"] = {str(target.id): member}
         data = {
             "id": command["id"],
             "name": name,
@@ -855,12 +892,7 @@ class DiscordStandin:
                 )
             )
         if reply_to is not None:
-            message.reference = {
-                "type": 0,
-                "message_id": str(reply_to.id),
-                "channel_id": str(reply_to.channel.id),
-                "guild_id": str(reply_to.guild.id),
-            }
+            message.reference = reference_to(reply_to)
             message.referenced = reply_to
         await self._store_message(message)
         return message
@@ -1039,6 +1071,10 @@ class DiscordStandin:
         return await self.wait_until(
             check, f"{method or 'any'} request to {path_contains!r}", timeout
         )
+
+
+def _guild_id(message: Message) -> int | None:
+    return None if message.guild is None else message.guild.id
 
 
 def _mention_ids(content: str) -> list[str]:
