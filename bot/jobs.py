@@ -13,7 +13,7 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ import discord
 
 from bot import render
 from bot.i18n import t
-from bot.queue import FairQueue, QueuedJob, QueueFull, UserLimitReached
+from bot.queue import JobQueue, QueuedJob, QueueFull, UserLimitReached
 from bot.storage import Job, NewJob, Storage
 from engine import (
     EngineError,
@@ -39,9 +39,15 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 30  # stop using a token this long before Discord kills it
 EDIT_INTERVAL = 1.0  # at most one progress/position edit per message per second
-DEFAULT_SECONDS_PER_IMAGE = 0.5
+POSITION_SETTLE = 0.2  # let a burst of queue changes settle into one round of position edits
+DEFAULT_SECONDS_PER_IMAGE = 0.1  # ETA guess until the first batch has been timed
 DEFAULT_STRENGTH = 0.6
+EDIT_DRAIN_TIMEOUT = 10.0  # how long delivery waits for an in-flight progress edit
 ALLOWED_NONE = discord.AllowedMentions.none()
+UNKNOWN_MESSAGE = 10008
+UNKNOWN_WEBHOOK = 10015
+INVALID_WEBHOOK_TOKEN = 50027
+GENERIC_FAILURE = "Something went wrong while generating. Please try again."
 
 
 class JobRejected(Exception):
@@ -56,16 +62,50 @@ class StatusMessageGone(Exception):
     """The job's status message can no longer be edited (token expired or message deleted)."""
 
 
+def position_interval(position: int) -> float:
+    """Least seconds between two "position in queue" edits of one message.
+
+    The first ten see every move (at most one edit a second); further back, a move matters
+    less and a long queue would otherwise cost one edit per queued job per batch, so the
+    interval grows with the position (100 queued jobs: ~20 edits/s in all, not ~200).
+    """
+    return EDIT_INTERVAL if position <= 10 else min(10.0, position / 5)
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """One wanted state of a status message; only the newest pending one is ever sent."""
+
+    content: str
+    cancel_button: bool
+    preview: Any = None
+    interval: float = EDIT_INTERVAL
+
+
 @dataclass
 class LiveJob:
-    """In-memory companion of a running or queued job: its message and edit throttling."""
+    """In-memory companion of a queued or running job: its status message and edit state.
 
-    job_id: int
+    Edits are "latest wins": callers only replace ``pending``; one editor task per message
+    sends it, at most once per interval, so a slow Discord never queues up stale edits and
+    never holds up the GPU feeder.
+    """
+
+    job: Job
     ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     notes: tuple[str, ...] = ()
-    last_edit: float = 0.0
-    edit_task: asyncio.Task | None = None
-    status_gone: bool = False  # the status message was deleted: stop editing it
+    last_edit: float = -1e9
+    shown: str | None = None  # content of the last successful edit
+    pending: _Edit | None = None
+    editor: asyncio.Task | None = None
+    editing: bool = False  # an edit request is in flight
+    closed: bool = False  # delivery, failure or cancel owns the message now: no more edits
+    message_gone: bool = False  # deleted (10008): never edit it again
+    token_dead: bool = False  # the interaction token was refused: use the channel route
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
 
 
 def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
@@ -87,6 +127,7 @@ def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
 def facts_for(
     job: Job, seconds: float | None = None, notes: Sequence[str] = ()
 ) -> render.ResultFacts:
+    """What the result message says about ``job``."""
     return render.ResultFacts(
         job_id=job.id,
         requester_id=job.requester_id,
@@ -109,7 +150,7 @@ def facts_for(
 class Jobs:
     """Accepts jobs, feeds the GPU from the fair queue, and posts results."""
 
-    def __init__(self, bot: ImagineBot, storage: Storage, queue: FairQueue):
+    def __init__(self, bot: ImagineBot, storage: Storage, queue: JobQueue):
         self.bot = bot
         self.storage = storage
         self.queue = queue
@@ -120,23 +161,33 @@ class Jobs:
         self._stopping = False
         self._position_task: asyncio.Task | None = None
         self._running: set[int] = set()
+        self._busy_until = 0.0  # loop time when the running batch should end (ETA)
+        self.batches: list[tuple[int, ...]] = []  # job ids per GPU batch (recent; for tests)
+
+    @property
+    def seconds_per_image(self) -> float:
+        """Smoothed GPU seconds per image, measured on finished batches (ETA basis)."""
+        return self._seconds_per_image
 
     # ----------------------------------------------------------------------------- accepting
     async def accept(self, new: NewJob, *, per_user_limit: int | None = None) -> Job:
         """Store a new job and put it in the queue.
 
         Raises:
-            JobRejected: the queue or the user's share of it is full; nothing is stored.
+            JobRejected: the queue or the user's share of it is full; nothing is queued.
         """
         self._check_capacity(new.requester_id, per_user_limit, new.locale)
         job = await self.storage.create_job(new)
-        self.live[job.id] = LiveJob(job.id)
+        self.live[job.id] = LiveJob(job)
         try:
             await self.queue.submit(self._queued(job), per_user_limit=per_user_limit)
         except (QueueFull, UserLimitReached) as exc:
+            # Lost a race with another submit between the check and here: refuse this one.
             await self.storage.mark_cancelled(job.id)
             self.live.pop(job.id, None)
-            raise JobRejected(exc.user_message) from exc
+            limit = per_user_limit or self._default_per_user_limit()
+            key = "queue_full" if isinstance(exc, QueueFull) else "user_limit"
+            raise JobRejected(t(key, new.locale, limit=limit)) from exc
         log.info(
             "job %s accepted: kind=%s user=%s seed=%s size=%sx%s queue=%s",
             job.id,
@@ -149,10 +200,14 @@ class Jobs:
         )
         return job
 
+    def _default_per_user_limit(self) -> int:
+        return getattr(self.queue, "per_user_limit", None) or self.bot.settings.queue_per_user
+
     def _check_capacity(self, user_id: int, per_user_limit: int | None, locale: str | None) -> None:
         # Fail before storing anything: the queue re-checks atomically on submit.
-        limit = per_user_limit or self.queue.per_user_limit
-        if len(self.queue) >= self.queue.max_size:
+        limit = per_user_limit or self._default_per_user_limit()
+        max_size = getattr(self.queue, "max_size", None) or self.bot.settings.queue_max_jobs
+        if len(self.queue) >= max_size:
             raise JobRejected(t("queue_full", locale))
         if self.queue.queued_for(user_id) >= limit:
             raise JobRejected(t("user_limit", locale, limit=limit))
@@ -172,10 +227,13 @@ class Jobs:
             await self.storage.set_status_message(job_id, message_id)
         live = self.live.get(job_id)
         if live is not None:
+            if message_id is not None:
+                live.job = dataclasses.replace(live.job, status_message_id=message_id)
             live.ready.set()
         self._schedule_positions()
 
     def set_notes(self, job_id: int, notes: Sequence[str]) -> None:
+        """Notes (e.g. "guidance raised") to show with the job's result."""
         live = self.live.get(job_id)
         if live is not None:
             live.notes = tuple(notes)
@@ -185,7 +243,7 @@ class Jobs:
         """Re-queue what a previous run accepted and did not finish, then start feeding."""
         for job in await self.storage.unfinished_jobs():
             log.info("job %s recovered after restart (was %s)", job.id, job.status)
-            live = LiveJob(job.id)
+            live = LiveJob(job)
             live.ready.set()
             self.live[job.id] = live
             try:
@@ -203,6 +261,11 @@ class Jobs:
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._feeder
+        if self._position_task is not None:
+            self._position_task.cancel()
+        for live in list(self.live.values()):
+            if live.editor is not None and not live.editing:
+                live.editor.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -232,45 +295,54 @@ class Jobs:
             requests.append(request)
         if not jobs:
             return
+        self.batches = [*self.batches[-199:], tuple(j.id for j in jobs)]
+        loop = asyncio.get_running_loop()
+        images = sum(r.count for r in requests)
+        self._busy_until = loop.time() + images * self._seconds_per_image
         self._schedule_positions()
         progress = self._progress_for(jobs)
         started = time.perf_counter()
         try:
             results = await self.bot.runner.generate_batch(requests, progress)
-        except EngineError as exc:
-            if len(jobs) > 1:
-                # One bad request must not fail its batch-mates: run each alone.
-                log.warning("batch of %d failed (%s); retrying jobs one by one", len(jobs), exc)
-                for job, request in zip(jobs, requests, strict=True):
-                    await self._run_single(job, request, progress)
-                return
-            await self._fail(jobs[0], exc.user_message)
-            return
-        except Exception:
-            log.exception("engine crashed on jobs %s", [j.id for j in jobs])
-            for job in jobs:
-                await self._fail(job, "Something went wrong while generating. Please try again.")
-            return
-        finally:
+        except Exception as exc:
+            self._busy_until = 0.0
             for job in jobs:
                 self._running.discard(job.id)
+            if len(jobs) > 1:
+                # One bad request must not fail its batch-mates: run each alone. (Out of GPU
+                # memory: the engine already retried in halves; single jobs may still fit.)
+                log.warning("batch of %d failed (%r); retrying jobs one by one", len(jobs), exc)
+                for job, request in zip(jobs, requests, strict=True):
+                    await self._run_single(job, request)
+                return
+            await self._engine_failed(jobs[0], exc)
+            return
+        for job in jobs:
+            self._running.discard(job.id)
+        self._busy_until = 0.0
         elapsed = time.perf_counter() - started
-        images = sum(r.count for r in requests)
         self._seconds_per_image = 0.7 * self._seconds_per_image + 0.3 * elapsed / max(images, 1)
         for job, result in zip(jobs, results, strict=True):
             self._spawn(self._deliver(job, result))
 
-    async def _run_single(self, job: Job, request: GenerationRequest, progress: Any) -> None:
+    async def _run_single(self, job: Job, request: GenerationRequest) -> None:
+        self._running.add(job.id)
         try:
-            [result] = await self.bot.runner.generate_batch([request], progress)
-        except EngineError as exc:
-            await self._fail(job, exc.user_message)
+            [result] = await self.bot.runner.generate_batch([request], self._progress_for([job]))
+        except Exception as exc:
+            await self._engine_failed(job, exc)
             return
-        except Exception:
-            log.exception("engine crashed on job %s", job.id)
-            await self._fail(job, "Something went wrong while generating. Please try again.")
-            return
+        finally:
+            self._running.discard(job.id)
         self._spawn(self._deliver(job, result))
+
+    async def _engine_failed(self, job: Job, exc: BaseException) -> None:
+        if isinstance(exc, EngineError):
+            log.warning("job %s: engine error: %s", job.id, exc)
+            await self._fail(job, exc.user_message)
+        else:
+            log.error("engine crashed on job %s", job.id, exc_info=exc)
+            await self._fail(job, GENERIC_FAILURE)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -289,91 +361,169 @@ class Jobs:
             ) from None
 
     # ----------------------------------------------------------------------------- progress
-    def _progress_for(self, jobs: Sequence[Job]):
+    def _progress_for(self, jobs: Sequence[Job]) -> Callable[[StepProgress], None]:
+        ids = [job.id for job in jobs]
+
         def on_progress(step: StepProgress) -> None:
             # Runs on the event loop (the runner forwards it); never awaits, never blocks.
-            for job in jobs:
-                self._maybe_edit(
-                    job,
-                    content=render.progress_text(step.step, step.total, job.locale),
-                    preview=step.preview if job is jobs[0] else None,
+            for i, job_id in enumerate(ids):
+                live = self.live.get(job_id)
+                if live is None:
+                    continue
+                self._request_edit(
+                    live,
+                    render.progress_text(step.step, step.total, live.job.locale),
+                    cancel_button=False,
+                    # The preview shows the batch's first image: it belongs to the first job.
+                    preview=step.preview if i == 0 else None,
                 )
 
         return on_progress
 
     def _schedule_positions(self) -> None:
+        if self._stopping:
+            return
         if self._position_task is None or self._position_task.done():
-            self._position_task = asyncio.get_running_loop().create_task(self._show_positions())
+            loop = asyncio.get_running_loop()
+            self._position_task = loop.create_task(self._show_positions())
 
     async def _show_positions(self) -> None:
-        await asyncio.sleep(0.2)  # let a burst of queue changes settle into one round of edits
-        for job_id in self.queue.order():
+        await asyncio.sleep(POSITION_SETTLE)
+        loop = asyncio.get_running_loop()
+        busy_for = max(0.0, self._busy_until - loop.time())
+        ahead = 0
+        # One pass over the order: position and ETA for all queued jobs in O(n).
+        for position, job_id in enumerate(self.queue.order(), start=1):
+            queued = self.queue.get(job_id)
             live = self.live.get(job_id)
-            job = await self.storage.get_job(job_id)
-            if live is None or job is None or not live.ready.is_set():
+            eta = busy_for + ahead * self._seconds_per_image
+            ahead += queued.images if queued is not None else 0
+            if live is None or not live.ready.is_set():
                 continue
-            position = self.queue.position(job_id)
-            if position is None:
-                continue
-            eta = self.queue.estimated_start(job_id, self._seconds_per_image)
-            self._maybe_edit(
-                job,
-                content=render.queued_text(position, eta, job.locale),
-                view=render.cancel_view(job_id),
+            self._request_edit(
+                live,
+                render.queued_text(position, eta, live.job.locale),
+                cancel_button=True,
+                interval=position_interval(position),
             )
 
-    def _maybe_edit(
+    def _request_edit(
         self,
-        job: Job,
-        *,
+        live: LiveJob,
         content: str,
-        view: discord.ui.View | None = None,
+        *,
+        cancel_button: bool,
         preview: Any = None,
+        interval: float = EDIT_INTERVAL,
     ) -> None:
-        live = self.live.get(job.id)
-        if live is None or live.status_gone or not live.ready.is_set():
+        """Ask for the status message to show ``content``; returns at once (never awaits)."""
+        if live.closed or live.message_gone or not live.ready.is_set():
             return
-        now = time.monotonic()
-        if now - live.last_edit < EDIT_INTERVAL or (live.edit_task and not live.edit_task.done()):
+        if live.job.status_message_id is None:
             return
-        live.last_edit = now
-        live.edit_task = asyncio.create_task(self._edit_status(job, live, content, view, preview))
+        if preview is None and live.pending is None and content == live.shown:
+            return
+        live.pending = _Edit(content, cancel_button, preview, interval)
+        if live.editor is None or live.editor.done():
+            live.editor = asyncio.get_running_loop().create_task(self._run_editor(live))
 
-    async def _edit_status(
-        self, job: Job, live: LiveJob, content: str, view: discord.ui.View | None, preview: Any
-    ) -> None:
-        job = await self.storage.get_job(job.id) or job
-        if job.status_message_id is None or job.status in ("done", "failed", "cancelled"):
-            return
+    async def _run_editor(self, live: LiveJob) -> None:
+        loop = asyncio.get_running_loop()
+        while live.pending is not None and not (live.closed or live.message_gone):
+            delay = live.last_edit + live.pending.interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # a newer edit may have replaced the pending one meanwhile
+            edit, live.pending = live.pending, None
+            live.last_edit = loop.time()
+            live.editing = True
+            try:
+                await self._apply_edit(live, edit)
+            finally:
+                live.editing = False
+
+    async def _apply_edit(self, live: LiveJob, edit: _Edit) -> None:
         attachments: list[discord.File] = []
-        if preview is not None:
-            data = await asyncio.to_thread(_png_bytes, preview)
+        if edit.preview is not None:
+            data = await asyncio.to_thread(_png_bytes, edit.preview)
             attachments = [discord.File(io.BytesIO(data), filename="preview.png")]
+        if live.closed:
+            return
+        view = render.cancel_view(live.job_id) if edit.cancel_button else discord.ui.View()
         try:
             await self._edit_message(
-                job, content=content, attachments=attachments, view=view or discord.ui.View()
+                live.job, live, content=edit.content, attachments=attachments, view=view
             )
-        except (discord.NotFound, StatusMessageGone):
-            live.status_gone = True  # deleted or expired: keep generating, post a new message
+            live.shown = edit.content
+        except StatusMessageGone as exc:
+            log.info("job %s: status message not editable any more: %s", live.job_id, exc)
         except discord.HTTPException as exc:
-            log.info("job %s: progress edit failed: %s", job.id, exc)
+            log.info("job %s: status edit failed: %s", live.job_id, exc)
+
+    async def _close_edits(self, live: LiveJob | None) -> None:
+        """Stop progress/position edits; wait for one in flight so it cannot land last."""
+        if live is None:
+            return
+        live.closed = True
+        live.pending = None
+        task = live.editor
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        if live.editing:
+            await asyncio.wait({task}, timeout=EDIT_DRAIN_TIMEOUT)
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # ----------------------------------------------------------------------------- delivery
-    async def _edit_message(self, job: Job, **fields: Any) -> discord.Message | None:
-        """Edit the job's status message through the interaction token or the channel."""
-        assert job.status_message_id is not None
-        if job.interaction_token and job.application_id:
-            if not job.token_usable(margin_s=TOKEN_MARGIN):
+    async def _edit_message(
+        self, job: Job, live: LiveJob | None, *, channel_fallback: bool = True, **fields: Any
+    ) -> discord.Message:
+        """Edit the job's status message: through the interaction token while it is valid,
+        else (or when Discord refuses the token) through the channel, as the bot's own message.
+
+        Raises:
+            StatusMessageGone: the message was deleted (10008), or the token is dead and
+                ``channel_fallback`` is False.
+            discord.HTTPException: any other refusal.
+        """
+        if job.status_message_id is None:
+            raise StatusMessageGone(f"job {job.id}: no status message")
+        token_ok = (
+            bool(job.interaction_token and job.application_id)
+            and job.token_usable(margin_s=TOKEN_MARGIN)
+            and not (live and live.token_dead)
+        )
+        try:
+            if token_ok:
+                assert job.application_id is not None and job.interaction_token is not None
+                hook = discord.Webhook.partial(
+                    job.application_id, job.interaction_token, client=self.bot
+                )
+                try:
+                    return await hook.edit_message(
+                        job.status_message_id, allowed_mentions=ALLOWED_NONE, **fields
+                    )
+                except discord.HTTPException as exc:
+                    if exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK):
+                        raise
+                    log.info("job %s: interaction token refused (%s)", job.id, exc.code)
+                    if live is not None:
+                        live.token_dead = True
+            elif job.interaction_token and not channel_fallback:
                 raise StatusMessageGone(f"job {job.id}: interaction token expired")
-            hook = discord.Webhook.partial(
-                job.application_id, job.interaction_token, client=self.bot
-            )
-            return await hook.edit_message(
-                job.status_message_id, allowed_mentions=ALLOWED_NONE, **fields
-            )
-        channel = self.bot.get_partial_messageable(job.channel_id)
-        message = channel.get_partial_message(job.status_message_id)
-        return await message.edit(allowed_mentions=ALLOWED_NONE, **fields)
+            if job.interaction_token and not channel_fallback:
+                raise StatusMessageGone(f"job {job.id}: interaction token refused")
+            channel = self.bot.get_partial_messageable(job.channel_id)
+            message = channel.get_partial_message(job.status_message_id)
+            return await message.edit(allowed_mentions=ALLOWED_NONE, **fields)
+        except discord.NotFound as exc:
+            if exc.code != UNKNOWN_MESSAGE:
+                raise
+            if live is not None:
+                live.message_gone = True
+            raise StatusMessageGone(f"job {job.id}: status message deleted") from exc
 
     async def _post(
         self, job: Job, *, content: str, files: list[discord.File], view: Any, mention: bool
@@ -397,13 +547,14 @@ class Jobs:
             if mention
             else ALLOWED_NONE
         )
+        kwargs: dict[str, Any] = {"view": view} if view is not None else {}
         return await channel.send(
-            content=content, files=files, view=view, reference=reference, allowed_mentions=mentions
+            content=content, files=files, reference=reference, allowed_mentions=mentions, **kwargs
         )
 
     async def _deliver(self, job: Job, result: GenerationResult) -> None:
         """Encode, store the files, and post the result in the job's message."""
-        live = self.live.get(job.id) or LiveJob(job.id)
+        live = self.live.get(job.id) or LiveJob(job)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.ready.wait(), timeout=10)
         job = await self.storage.get_job(job.id) or job
@@ -414,7 +565,8 @@ class Jobs:
             await self.store_images(job.id, blobs)
             job = dataclasses.replace(job, seeds=tuple(result.seeds))
             notes = list(dict.fromkeys([*live.notes, *result.notes, *notes]))
-            message = await self._publish(job, result.seconds, notes, blobs, spoilers)
+            await self._close_edits(live)
+            message = await self._publish(job, live, result.seconds, notes, blobs, spoilers)
             await self.storage.mark_done(job.id, list(result.seeds), message.id)
             log.info(
                 "job %s done: seeds=%s size=%sx%s engine=%.2fs message=%s",
@@ -451,30 +603,37 @@ class Jobs:
     async def _publish(
         self,
         job: Job,
+        live: LiveJob,
         seconds: float | None,
         notes: Sequence[str],
         blobs: list[tuple[str, bytes]],
         spoilers: Sequence[bool],
     ) -> discord.Message:
+        """Put the result into the status message, or post it anew when that is impossible.
+
+        A new channel message (mentioning the requester, so they are notified) is used when
+        the interaction token has expired (jobs that waited past ~15 minutes) or was refused,
+        or when the status message was deleted.
+        """
         view = render.result_view(job.id, job.count) if blobs else None
-        live = self.live.get(job.id)
-        can_edit = job.status_message_id is not None and not (live and live.status_gone)
-        if can_edit and (job.token_usable(margin_s=TOKEN_MARGIN) or not job.interaction_token):
+        if job.status_message_id is not None and not live.message_gone:
             try:
-                text = render.result_text(facts_for(job, seconds, notes))
-                message = await self._edit_message(
-                    job, content=text, attachments=render.image_files(blobs, spoilers), view=view
+                return await self._edit_message(
+                    job,
+                    live,
+                    channel_fallback=False,
+                    content=render.result_text(facts_for(job, seconds, notes)),
+                    attachments=render.image_files(blobs, spoilers),
+                    view=view,
                 )
-                if message is not None:
-                    return message
-            except (discord.NotFound, StatusMessageGone):
-                pass  # the status message is gone: post a new one below
-        # The token is dead (15 min) or the message vanished: a plain channel message instead.
+            except StatusMessageGone as exc:
+                log.info("job %s: posting the result as a new message (%s)", job.id, exc)
         text = render.result_text(facts_for(job, seconds, notes), mention=True)
         message = await self._post(
             job, content=text, files=render.image_files(blobs, spoilers), view=view, mention=True
         )
-        if job.status_message_id and not (live and live.status_gone):
+        if job.status_message_id and not live.message_gone:
+            # The old "queued"/"step" message would be stale next to the result: remove it.
             with contextlib.suppress(discord.HTTPException):
                 await (
                     self.bot.get_partial_messageable(job.channel_id)
@@ -484,17 +643,20 @@ class Jobs:
         return message
 
     async def _fail(self, job: Job, user_message: str) -> None:
+        live = self.live.pop(job.id, None)
+        await self._close_edits(live)
         await self.storage.mark_failed(job.id, user_message)
-        self.live.pop(job.id, None)
         log.info("job %s failed: %s", job.id, user_message)
         text = f"⚠️ <@{job.requester_id}> {user_message}"
         job = await self.storage.get_job(job.id) or job
-        try:
-            if job.status_message_id:
-                await self._edit_message(job, content=text, attachments=[], view=None)
+        if job.status_message_id and not (live and live.message_gone):
+            try:
+                await self._edit_message(
+                    job, live, channel_fallback=False, content=text, attachments=[], view=None
+                )
                 return
-        except (discord.HTTPException, StatusMessageGone):
-            pass
+            except (discord.HTTPException, StatusMessageGone):
+                pass
         with contextlib.suppress(discord.HTTPException):
             await self._post(job, content=text, files=[], view=None, mention=True)
 
@@ -538,8 +700,10 @@ class Jobs:
         """Remove a queued job; False when it already started or finished."""
         if job.id in self._running or not self.queue.cancel(job.id):
             return False
+        live = self.live.pop(job.id, None)
+        await self._close_edits(live)  # the caller's "cancelled" edit must be the last one
         await self.storage.mark_cancelled(job.id)
-        self.live.pop(job.id, None)
+        log.info("job %s cancelled by its requester", job.id)
         return True
 
 

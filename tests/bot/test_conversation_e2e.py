@@ -301,3 +301,43 @@ async def test_job_interrupted_by_a_crash_is_finished_after_restart(
     assert seeds_in(result.content) == [8, 9, 10, 11]
     done = await job_for_message(bot, result.id)
     assert done.id == job.id and done.status == "done"
+
+
+async def test_graceful_shutdown_finishes_the_running_batch(
+    bot_process, standin, world, tiny_engine_settings
+):
+    from engine import Engine
+
+    slow = SlowEngine(Engine.load(tiny_engine_settings))
+    bot = await bot_process.start(load_engine=lambda: slow)
+    ix = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "a comet", "seed": 4}
+    )
+    await ix.wait_ack(3)
+    await asyncio.to_thread(slow.started.wait, 30)
+    storage = bot.storage
+    stopping = asyncio.create_task(bot_process.stop())  # what SIGTERM does
+    await asyncio.sleep(0.3)
+    assert not stopping.done(), "shutdown must wait for the running batch"
+    slow.release.set()
+    await asyncio.wait_for(stopping, 60)
+    result = await standin.wait_for_message(
+        lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=5
+    )
+    assert seeds_in(result.content) == [4, 5, 6, 7]
+    del storage  # closed with the bot; the next start reads the same file
+    bot = await bot_process.start()
+    assert await bot.storage.unfinished_jobs() == []
+
+
+async def test_allowed_channels_setting(bot_process, standin, world):
+    await bot_process.start()
+    ok = await standin.slash_command(
+        world.mod, world.general, "imagine-settings", {"allowed_channels": f"<#{world.nsfw.id}>"}
+    )
+    await ok.wait_response(5)
+    ix = await standin.slash_command(world.alice, world.general, "imagine", {"prompt": "a cat"})
+    answer = await ix.wait_response(5)
+    assert answer.ephemeral and f"<#{world.nsfw.id}>" in answer.content
+    _, result = await imagine(standin, world.alice, world.nsfw, prompt="a cat")
+    assert len(result.attachments) == 4
