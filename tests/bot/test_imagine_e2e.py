@@ -112,3 +112,14 @@ async def test_aspect_ratio_and_negative_prompt(bot_process, standin, world):
     assert height > width
     assert "Negative: blurry" in message.content
     assert "guidance 1.5" in message.content  # raised so the negative prompt takes effect
+
+
+async def test_imagine_in_a_dm(bot_process, standin, world):
+    await bot_process.start()
+    dm = standin.add_dm_channel(world.alice)
+    ix = await standin.slash_command(world.alice, dm, "imagine", {"prompt": "a lighthouse"})
+    await ix.wait_ack(3)
+    message = await standin.wait_for_message(
+        lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=60
+    )
+    assert len(seeds_in(message.content)) == 4
