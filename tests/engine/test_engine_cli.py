@@ -15,6 +15,7 @@ def _env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # see tests/engine/conftest.py: one thread is faster here
     env.update(extra)
     return env
 
