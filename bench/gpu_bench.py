@@ -275,16 +275,16 @@ def _fp8_unet(ctx: BenchContext, row: Row) -> Iterator[None]:
     import torch
 
     original = ctx.pipe.unet
-    inputs = _unet_inputs(ctx, row.images)
     with torch.inference_mode():
-        reference = original(**inputs)[0].float()
+        inputs = _unet_inputs(ctx, row.images)
+        reference = call_unet(original, inputs)[0].float()
     quantized, errors = None, []
     for granularity in ("row", "tensor"):
         candidate = copy.deepcopy(original)
         try:
             _quantize_fp8(candidate, granularity)
             with torch.inference_mode():
-                out = candidate(**inputs)[0].float()
+                out = call_unet(candidate, inputs)[0].float()
         except ImportError:
             raise
         except Exception as exc:
@@ -315,11 +315,12 @@ def _compiled(ctx: BenchContext, mode: str) -> Iterator[None]:
     """torch.compile the UNet and ``vae.decode`` the way ``Engine._compile`` does."""
     import torch
 
+    backend = ctx.args.compile_backend
+    # Only inductor has modes; the debug backends (CPU checks of the plumbing) take none.
+    options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
     unet = ctx.pipe.unet
-    ctx.pipe.unet = torch.compile(unet, mode=None if mode == "default" else mode)
-    ctx.pipe.vae.decode = torch.compile(
-        ctx.pipe.vae.decode, mode=None if mode == "default" else mode
-    )
+    ctx.pipe.unet = torch.compile(unet, backend=backend, **options)
+    ctx.pipe.vae.decode = torch.compile(ctx.pipe.vae.decode, backend=backend, **options)
     try:
         yield
     finally:
@@ -354,12 +355,23 @@ def _unet_inputs(ctx: BenchContext, images: int) -> dict[str, Any]:
     return unet_inputs(ctx.pipe, ctx.size, ctx.device, ctx.dtype, images)
 
 
+def call_unet(unet: Any, inputs: dict[str, Any]) -> Any:
+    """Call ``unet`` the way the SDXL pipeline does: sample and timestep positional.
+
+    torch.compile guards on how arguments are passed; any difference from the pipeline's call
+    would recompile the UNet (minutes with max-autotune) just for this measurement.
+    """
+    rest = {k: v for k, v in inputs.items() if k not in ("sample", "timestep")}
+    return unet(inputs["sample"], inputs["timestep"], **rest)
+
+
 def unet_inputs(pipe: Any, size: int, device: Any, dtype: Any, images: int) -> dict[str, Any]:
-    """UNet inputs exactly as the SDXL pipeline passes them (so a compiled UNet is reused)."""
+    """UNet inputs as the SDXL pipeline builds them: call under ``torch.inference_mode()``
+    (inference tensors, like the engine's), pass through ``call_unet``."""
     import torch
 
     gen = torch.Generator(device=device).manual_seed(SEED)
-    latent = size // 8
+    latent = size // pipe.vae_scale_factor
     hidden = pipe.unet.config.cross_attention_dim
     pooled = pipe.text_encoder_2.config.projection_dim
 
@@ -398,10 +410,10 @@ def _time_unet_step(ctx: BenchContext, images: int) -> tuple[float, bool]:
     """Median ms of one UNet forward at ``images`` batch; and whether its output is finite."""
     import torch
 
-    inputs = _unet_inputs(ctx, images)
     with torch.inference_mode():
-        ctx.pipe.unet(**inputs)  # warm-up (cuDNN/cuBLAS choice, compiled-graph replay set-up)
-        ms, out = _median_ms(ctx, lambda: ctx.pipe.unet(**inputs), ctx.args.runs)
+        inputs = _unet_inputs(ctx, images)
+        call_unet(ctx.pipe.unet, inputs)  # warm-up (cuDNN/cuBLAS choice, graph replay set-up)
+        ms, out = _median_ms(ctx, lambda: call_unet(ctx.pipe.unet, inputs), ctx.args.runs)
     return ms, bool(torch.isfinite(out[0]).all())
 
 
@@ -411,10 +423,11 @@ def _time_vae_decode(ctx: BenchContext, images: int) -> tuple[float, bool]:
 
     vae = ctx.pipe.vae
     gen = torch.Generator(device=ctx.device).manual_seed(SEED)
-    latents = torch.randn(
-        images, 4, ctx.size // 8, ctx.size // 8, generator=gen, device=ctx.device, dtype=ctx.dtype
-    )
-    latents = latents / vae.config.scaling_factor
+    latent = ctx.size // ctx.pipe.vae_scale_factor
+    shape = (images, 4, latent, latent)
+    with torch.inference_mode():  # inference tensors like the pipeline's: no recompile
+        latents = torch.randn(*shape, generator=gen, device=ctx.device, dtype=ctx.dtype)
+        latents = latents / vae.config.scaling_factor
 
     def decode() -> Any:
         # diffusers casts the stock VAE to fp32 for every decode and back afterwards.
@@ -505,8 +518,12 @@ def run_variant(ctx: BenchContext, variant: Variant) -> Row:
     from bench.sdxl_random import count_lora_layers
 
     row = Row(variant.name, variant.description, images=variant.images)
-    if variant.compile_mode and ctx.device.type != "cuda":
-        row.status = "skipped: torch.compile variants run on CUDA only"
+    if (
+        variant.compile_mode
+        and ctx.device.type != "cuda"
+        and ctx.args.compile_backend == "inductor"
+    ):
+        row.status = "skipped: torch.compile variants run on CUDA only (or --compile-backend eager)"
         return row
     estimate = _estimate_s(ctx, variant)
     left = ctx.args.budget_s - ctx.elapsed_s()
@@ -595,13 +612,14 @@ def count_work(pipe: Any, size: int, device: Any, dtype: Any) -> Work:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    inputs = unet_inputs(pipe, size, device, dtype, 1)
-    latents = torch.zeros(1, 4, size // 8, size // 8, device=device, dtype=dtype)
-    ids = torch.zeros(1, 77, dtype=torch.long, device=device)
     counts = []
     with torch.inference_mode():
+        inputs = unet_inputs(pipe, size, device, dtype, 1)
+        latent = size // pipe.vae_scale_factor
+        latents = torch.zeros(1, 4, latent, latent, device=device, dtype=dtype)
+        ids = torch.zeros(1, 77, dtype=torch.long, device=device)
         for fn in (
-            lambda: pipe.unet(**inputs),
+            lambda: call_unet(pipe.unet, inputs),
             lambda: pipe.vae.decode(latents),
             lambda: (pipe.text_encoder(ids), pipe.text_encoder_2(ids)),
         ):
@@ -706,6 +724,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip what would overrun")
     parser.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS)
+    parser.add_argument(
+        "--compile-backend",
+        choices=("inductor", "eager", "aot_eager"),
+        default="inductor",
+        help="eager/aot_eager: check the compile variants' plumbing on CPU (no speed-up)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu.json")
     args = parser.parse_args(argv)
     if args.runs is None:

@@ -108,7 +108,8 @@ def unet_config(tiny: bool) -> dict[str, Any]:
 
 def vae_config(tiny: bool, force_upcast: bool) -> dict[str, Any]:
     """AutoencoderKL config; ``force_upcast`` True = stock SDXL VAE, False = fp16-fix VAE."""
-    channels = (32, 32) if tiny else (128, 256, 512, 512)
+    # Four levels at both sizes: the 8x latent downscale (what the UNet's shapes assume).
+    channels = (32, 32, 32, 32) if tiny else (128, 256, 512, 512)
     return {
         "in_channels": 3,
         "out_channels": 3,
