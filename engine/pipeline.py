@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from diffusers import (
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
+from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 
 from engine.errors import (
@@ -50,6 +52,8 @@ MEMORY_HINT = (
     "SDXL in fp16 needs about 10 GB of free GPU memory for 1024x1024 images in a batch of 4"
 )
 _DROPPED_PREVIEW_CHARS = 80
+# What diffusers/huggingface_hub raise for a missing folder, file, repo or bad id (offline too).
+_MISSING = (OSError, ValueError, EntryNotFoundError)
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -98,7 +102,10 @@ def _not_found(what: str, name: str, exc: BaseException) -> ModelNotFound:
         if _is_local(name)
         else "is not a local folder or file and could not be loaded from the Hugging Face Hub"
     )
-    return ModelNotFound(f"{what} '{name}' not found: it {where} ({_first_line(exc)}).")
+    reason = _first_line(exc).rstrip(".")
+    if not _is_local(name) and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true"):
+        reason += "; HF_HUB_OFFLINE is set, so nothing is downloaded"
+    return ModelNotFound(f"{what} '{name}' not found: it {where} ({reason}).")
 
 
 def _load_lora(pipe: StableDiffusionXLPipeline, lora: str) -> None:
@@ -123,7 +130,7 @@ def _load_lora(pipe: StableDiffusionXLPipeline, lora: str) -> None:
         source, weight_name = lora, DEFAULT_LORA_WEIGHT_NAME
     try:
         pipe.load_lora_weights(source, weight_name=weight_name)
-    except (OSError, ValueError) as exc:
+    except _MISSING as exc:
         raise _not_found("LoRA", lora, exc) from exc
     # Fusing removes the LoRA's extra matmuls and kernels from every step; unloading then drops
     # the now unused adapter weights (the fused base weights stay).
@@ -134,7 +141,7 @@ def _load_lora(pipe: StableDiffusionXLPipeline, lora: str) -> None:
 def _load_preview_vae(name: str, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
     try:
         taesd = AutoencoderTiny.from_pretrained(name, dtype=dtype)
-    except (OSError, ValueError) as exc:
+    except _MISSING as exc:
         raise _not_found("Preview VAE", name, exc) from exc
     return taesd.to(device).eval()
 
@@ -196,13 +203,13 @@ class Engine:
         if settings.vae:
             try:
                 components["vae"] = AutoencoderKL.from_pretrained(settings.vae, dtype=dtype)
-            except (OSError, ValueError) as exc:
+            except _MISSING as exc:
                 raise _not_found("VAE", settings.vae, exc) from exc
         try:
             pipe = StableDiffusionXLPipeline.from_pretrained(
                 settings.model, dtype=dtype, **components
             )
-        except (OSError, ValueError) as exc:
+        except _MISSING as exc:
             raise _not_found("Model", settings.model, exc) from exc
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
         if settings.lora:
