@@ -163,6 +163,7 @@ class Row:
     nonfinite: bool | None = None
     fp8_rel_error: float | None = None
     lora_layers: int | None = None
+    compiled_frames: int | None = None  # torch.compile: 2 (UNet, VAE decode); more = recompiles
     attn_processors: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -327,6 +328,13 @@ def _compiled(ctx: BenchContext, mode: str) -> Iterator[None]:
         ctx.pipe.unet = unet
         ctx.pipe.vae.__dict__.pop("decode", None)  # back to the class's bound method
         torch._dynamo.reset()
+
+
+def _compiled_frame_count() -> int:
+    """Frames torch.compile has compiled so far (each recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["total"])
 
 
 def _free(ctx: BenchContext) -> None:
@@ -553,6 +561,7 @@ def run_variant(ctx: BenchContext, variant: Variant) -> Row:
                 Counter(type(p).__name__ for p in unet.attn_processors.values())
             )
             engine = _make_engine(ctx)
+            frames_before = _compiled_frame_count()
             _time_requests(ctx, engine, row)
             if variant.compile_mode:
                 # The first call compiles (and autotunes); the rest of it is one request.
@@ -560,6 +569,10 @@ def run_variant(ctx: BenchContext, variant: Variant) -> Row:
             row.unet_step_ms, unet_finite = _time_unet_step(ctx, variant.images)
             row.vae_decode_ms, vae_finite = _time_vae_decode(ctx, variant.images)
             row.nonfinite = not (unet_finite and vae_finite)
+            if variant.compile_mode:
+                row.compiled_frames = _compiled_frame_count() - frames_before
+                if row.compiled_frames > 2:
+                    row.notes.append(f"{row.compiled_frames} compiled frames (recompiles?)")
             if row.nonfinite:
                 row.notes.append("NaN/inf in UNet or VAE output (random weights overflowed)")
             del engine

@@ -100,3 +100,23 @@ def test_unknown_variant_is_rejected() -> None:
     proc = _run("--tiny", "--variants", "naive,warp_speed", timeout=60)
     assert proc.returncode == 2
     assert "warp_speed" in proc.stderr
+
+
+@pytest.mark.timeout(150)
+def test_compiled_variant_reuses_its_graphs(tmp_path: Path) -> None:
+    """The compile plumbing (eager backend on CPU): the UNet and VAE timings call exactly like
+    the pipeline, so nothing recompiles (a recompile costs minutes with max-autotune on GPU)."""
+    out = tmp_path / "gpu.json"
+    proc = _run(
+        *("--tiny", "--device", "cpu", "--variants", "all_compiled", "--runs", "1"),
+        *("--warmup", "0", "--compile-backend", "eager", "--out", str(out)),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["status"] == "ok", row["status"]
+    assert row["compiled_frames"] == 2  # UNet and vae.decode, each compiled once
+    assert row["attn_processors"] == {
+        "FusedAttnProcessor2_0": row["attn_processors"].get("FusedAttnProcessor2_0", -1)
+    }
+    assert row["ms_per_request"] > 0
+    assert row["compile_s"] is not None
