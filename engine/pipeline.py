@@ -212,10 +212,11 @@ class Engine:
         except _MISSING as exc:
             raise _not_found("Model", settings.model, exc) from exc
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
-        if settings.lora:
-            _load_lora(pipe, settings.lora)
         try:
             pipe.to(device)
+            if settings.lora:
+                # After the move, so the LoRA is fused on the GPU rather than the CPU.
+                _load_lora(pipe, settings.lora)
             preview_vae = (
                 _load_preview_vae(settings.preview_vae, device, dtype)
                 if settings.preview_vae
@@ -248,10 +249,10 @@ class Engine:
         log.info("compiling UNet and VAE decoder (max-autotune, takes a few minutes)")
         self.pipe.unet.to(memory_format=torch.channels_last)
         self.pipe.vae.to(memory_format=torch.channels_last)
-        self.pipe.unet = torch.compile(self.pipe.unet, mode="max-autotune-no-cudagraphs")
-        self.pipe.vae.decode = torch.compile(
-            self.pipe.vae.decode, mode="max-autotune-no-cudagraphs"
-        )
+        # Module.compile() compiles in place: the pipeline keeps its UNet2DConditionModel (and
+        # from_pipe, config lookups and LoRA code keep working), unlike torch.compile(module).
+        self.pipe.unet.compile(mode="max-autotune-no-cudagraphs")
+        self.pipe.vae.decoder.compile(mode="max-autotune-no-cudagraphs")
 
     def warm_up(self) -> None:
         """Run one small generation so lazy initialisation (and compilation) happens now."""

@@ -308,3 +308,14 @@ def test_failing_progress_callback_does_not_fail_generation(
 
     result = tiny_engine.generate(dataclasses.replace(cat_result.request, count=1), broken)
     assert len(result.images) == 1
+
+
+def test_compile_is_ignored_on_cpu(
+    tiny_engine: Engine, tiny_engine_settings: EngineSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = tiny_engine_settings.model_copy(update={"compile": True})
+    engine = Engine(tiny_engine.pipe, settings)
+    with caplog.at_level("INFO", logger="engine.pipeline"):
+        engine.warm_up()
+    assert "IMAGINE_COMPILE ignored" in caplog.text
+    assert type(engine.pipe.unet).__name__ == "UNet2DConditionModel"
