@@ -115,8 +115,6 @@ def test_compiled_variant_reuses_its_graphs(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())["rows"]
     assert row["status"] == "ok", row["status"]
     assert row["compiled_frames"] == 2  # UNet and vae.decode, each compiled once
-    assert row["attn_processors"] == {
-        "FusedAttnProcessor2_0": row["attn_processors"].get("FusedAttnProcessor2_0", -1)
-    }
+    assert set(row["attn_processors"]) == {"FusedAttnProcessor2_0"}  # fused QKV is on
     assert row["ms_per_request"] > 0
     assert row["compile_s"] is not None
