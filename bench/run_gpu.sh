@@ -3,8 +3,9 @@
 #
 #   bench/run_gpu.sh --prepare   here, with PyPI: download the wheels the device lacks into
 #                                bench/wheels (git-ignored; carried to the device)
-#   bench/run_gpu.sh             on the device (no internet): install those wheels next to the
+#   bench/run_gpu.sh [ARGS]      on the device (no internet): install those wheels next to the
 #                                existing torch, print the machine, run the benchmark into $OUT
+#                                (ARGS go to gpu_bench.py, e.g. --variants default,all_max_autotune)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -85,4 +86,4 @@ BUDGET_S="${BUDGET_S:-420}"
 # device tool's limit (gpu.json and gpu.md are rewritten after every variant).
 export PYTHONUNBUFFERED=1
 timeout -k 10 $((BUDGET_S + 90)) "$PY" bench/gpu_bench.py --device cuda --budget-s "$BUDGET_S" \
-    --out "$OUT/gpu.json" | tee "$OUT/table.md"
+    --out "$OUT/gpu.json" "$@" | tee "$OUT/table.md"
