@@ -26,6 +26,16 @@ def seeds_in(text: str) -> list[int]:
     return seeds
 
 
+def rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def same_picture(data: bytes, image: Image.Image) -> bool:
+    """Equal up to 8-bit rounding: at most 2 levels apart and >= 99% of values identical."""
+    difference = np.abs(rgb(data).astype(int) - np.asarray(image.convert("RGB")).astype(int))
+    return difference.max() <= 2 and (difference == 0).mean() >= 0.99
+
+
 async def job_for_message(bot, message_id: int, timeout: float = 10.0):
     """The stored job of a result message (stored right after the message is posted)."""
     loop = asyncio.get_running_loop()
@@ -69,7 +79,8 @@ async def test_imagine_posts_four_pngs_whose_seeds_reproduce(bot_process, standi
     assert len(message.content) <= 2000
     assert "imagine:reroll:" in " ".join(message.custom_ids())
 
-    # The third image, made again alone from its seed, is the same pixel for pixel.
+    # The third image, made again alone from its seed, is the same picture: equal up to 8-bit
+    # rounding (BLAS takes other kernels at batch 1, ~1e-5 in latents; docs/architecture.md).
     from engine import GenerationRequest
 
     job = await job_for_message(bot, message.id)
@@ -77,9 +88,13 @@ async def test_imagine_posts_four_pngs_whose_seeds_reproduce(bot_process, standi
     single = GenerationRequest(
         prompt="a red fox in the snow", seed=1236, width=64, height=64, count=1
     )
-    [result] = await bot.runner.generate_batch([single])
-    posted = np.asarray(Image.open(io.BytesIO(message.attachments[2].data)).convert("RGB"))
-    assert np.array_equal(posted, np.asarray(result.images[0].image.convert("RGB")))
+    [alone] = await bot.runner.generate_batch([single])
+    assert same_picture(message.attachments[2].data, alone.images[0].image)
+    # The whole request again gives the very same pixels.
+    again = GenerationRequest(prompt="a red fox in the snow", seed=1234, width=64, height=64)
+    [repeat] = await bot.runner.generate_batch([again])
+    for attachment, image in zip(message.attachments, repeat.images, strict=True):
+        assert np.array_equal(rgb(attachment.data), np.asarray(image.image.convert("RGB")))
 
 
 async def test_bad_prompt_gets_ephemeral_error_and_bot_keeps_serving(bot_process, standin, world):

@@ -47,20 +47,15 @@ async def test_translated_text_is_what_the_text_encoders_get(
     bot_process, standin, world, translating_settings
 ):
     """The image equals one generated directly from the English interpretation."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
     from engine import GenerationRequest
+    from tests.bot.test_imagine_e2e import same_picture
 
     bot = await bot_process.start(translating_settings)
     _, result = await imagine(standin, world.alice, world.general, prompt=CHINESE, seed=21)
     job = await job_for_message(bot, result.id)
     direct = GenerationRequest(prompt=job.interpreted_prompt, seed=21, width=64, height=64, count=1)
     [generated] = await bot.runner.generate_batch([direct])
-    posted = np.asarray(Image.open(io.BytesIO(result.attachments[0].data)).convert("RGB"))
-    assert np.array_equal(posted, np.asarray(generated.images[0].image.convert("RGB")))
+    assert same_picture(result.attachments[0].data, generated.images[0].image)
 
 
 async def test_raw_bypasses_translation(bot_process, standin, world, translating_settings):
