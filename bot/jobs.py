@@ -161,6 +161,7 @@ class Jobs:
         self._stopping = False
         self._position_task: asyncio.Task | None = None
         self._running: set[int] = set()
+        self._batch: asyncio.Future | None = None  # the batch on the GPU now (or the last)
         self._busy_until = 0.0  # loop time when the running batch should end (ETA)
         self.batches: list[tuple[int, ...]] = []  # job ids per GPU batch (recent; for tests)
 
@@ -257,17 +258,19 @@ class Jobs:
         """Finish the running batch and deliver it; queued jobs stay stored for next start."""
         self._stopping = True
         if self._feeder is not None:
-            # The feeder only stops between batches, so the running batch completes.
+            # The feeder only stops between batches: the running batch is shielded from the
+            # cancel, so wait for it (and the deliveries it spawns) before storage closes.
             self._feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._feeder
+        if self._batch is not None:
+            await asyncio.gather(self._batch, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._position_task is not None:
             self._position_task.cancel()
         for live in list(self.live.values()):
-            if live.editor is not None and not live.editing:
-                live.editor.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._close_edits(live)
 
     # ----------------------------------------------------------------------------- GPU feeder
     async def _feed(self) -> None:
@@ -275,7 +278,8 @@ class Jobs:
         while True:
             batch = await self.queue.next_batch(max_images)
             # Shielded: a shutdown waits for the running batch instead of abandoning it.
-            await asyncio.shield(self._run_batch(batch))
+            self._batch = asyncio.ensure_future(self._run_batch(batch))
+            await asyncio.shield(self._batch)
 
     async def _run_batch(self, batch: Sequence[QueuedJob]) -> None:
         jobs: list[Job] = []
@@ -459,6 +463,9 @@ class Jobs:
             log.info("job %s: status message not editable any more: %s", live.job_id, exc)
         except discord.HTTPException as exc:
             log.info("job %s: status edit failed: %s", live.job_id, exc)
+        except Exception:
+            # A progress edit is never worth a crash (e.g. the HTTP session closing at exit).
+            log.exception("job %s: status edit failed", live.job_id)
 
     async def _close_edits(self, live: LiveJob | None) -> None:
         """Stop progress/position edits; wait for one in flight so it cannot land last."""
@@ -511,10 +518,8 @@ class Jobs:
                     log.info("job %s: interaction token refused (%s)", job.id, exc.code)
                     if live is not None:
                         live.token_dead = True
-            elif job.interaction_token and not channel_fallback:
-                raise StatusMessageGone(f"job {job.id}: interaction token expired")
             if job.interaction_token and not channel_fallback:
-                raise StatusMessageGone(f"job {job.id}: interaction token refused")
+                raise StatusMessageGone(f"job {job.id}: interaction token expired or refused")
             channel = self.bot.get_partial_messageable(job.channel_id)
             message = channel.get_partial_message(job.status_message_id)
             return await message.edit(allowed_mentions=ALLOWED_NONE, **fields)
