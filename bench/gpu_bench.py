@@ -45,6 +45,7 @@ log = logging.getLogger("bench.gpu_bench")
 
 PROMPT = "a photo of an astronaut riding a horse on mars, detailed, 35mm"
 SEED = 1234
+STEPS = 4  # LCM-LoRA: what the engine runs (IMAGINE_STEPS default)
 
 # Work per image/prompt at 1024x1024, counted with torch.utils.flop_counter (FACTS.md).
 UNET_TFLOP_PER_IMAGE_STEP = 6.76
@@ -495,7 +496,7 @@ def _fill_floor(ctx: BenchContext, row: Row) -> None:
     work = ctx.work
     prompts = max(1, row.images // 4)
     request_tflop = (
-        work.unet_tflop_per_image_step * row.images * 4
+        work.unet_tflop_per_image_step * row.images * STEPS
         + work.vae_tflop_per_image * row.images
         + work.text_tflop_per_prompt * prompts
     )
@@ -608,7 +609,7 @@ def _make_engine(ctx: BenchContext) -> Any:
         device=ctx.device.type,
         dtype=str(ctx.dtype).removeprefix("torch."),
         resolution=ctx.size,
-        steps=4,
+        steps=STEPS,
         guidance=1.0,
         images_per_request=4,
         max_batch_images=16,
