@@ -285,7 +285,10 @@ class Jobs:
         jobs: list[Job] = []
         requests: list[GenerationRequest] = []
         for queued in batch:
-            job = await self.storage.get_job(queued.job_id)
+            # The in-memory copy saves a database round trip per job while the GPU waits: a
+            # job in a batch was queued a moment ago, and cancelling removes it from both.
+            live = self.live.get(queued.job_id)
+            job = live.job if live is not None else await self.storage.get_job(queued.job_id)
             if job is None or job.status not in ("queued", "running"):
                 continue
             try:
@@ -293,7 +296,6 @@ class Jobs:
             except JobRejected as exc:
                 await self._fail(job, exc.user_message)
                 continue
-            await self.storage.mark_running(job.id)
             self._running.add(job.id)
             jobs.append(job)
             requests.append(request)
@@ -306,8 +308,15 @@ class Jobs:
         self._schedule_positions()
         progress = self._progress_for(jobs)
         started = time.perf_counter()
+        # Start the GPU first; the "running" writes (one fsync each) overlap with it.
+        generation = asyncio.ensure_future(self.bot.runner.generate_batch(requests, progress))
         try:
-            results = await self.bot.runner.generate_batch(requests, progress)
+            for job in jobs:
+                await self.storage.mark_running(job.id)
+        except Exception:
+            log.exception("could not mark jobs %s running", [j.id for j in jobs])
+        try:
+            results = await generation
         except Exception as exc:
             self._busy_until = 0.0
             for job in jobs:

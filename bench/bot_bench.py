@@ -1,0 +1,318 @@
+"""CPU-side bot benchmark: the real bot, the local Discord stand-in, the tiny engine.
+
+    python bench/bot_bench.py [--quick] [--out bench/results/bot_bench.json]
+
+Measures what the bot itself costs around the GPU:
+
+- ``tiny``: jobs/s through stand-in -> queue -> tiny SDXL (64x64, CPU) -> encode -> stand-in,
+  with 1, 10 and 100 jobs sent at once by 20 users, for IMAGINE_MAX_BATCH_IMAGES 4 and 16
+  (dynamic batching off / on).
+- ``instant``: the engine returns cached 64x64 images at once: what is left is the bot's own
+  work per job (storage, queue, Discord calls, encoding) and the stand-in's.
+- ``busy-1024``: a simulated GPU (sleeps 75 ms per image, like a real GPU it does not hold the
+  GIL) returning 1024x1024 images, so PNG encoding at full size runs while new interactions
+  arrive: shows the defer latency while the GPU thread and the encoders are busy.
+
+For every run: wall time, jobs/s, engine-busy time, GPU idle gaps between batches while work
+was queued (the bot's per-batch cost that delays the GPU), the bot's time per job, and the
+defer latency (``ix.ack_latency``: interaction sent by the stand-in -> defer received) p50/p95/
+max. Prints a markdown table for BENCHMARKS.md (logs go to stderr). No network, no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for _path in (REPO / "tests", REPO):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger("bot_bench")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One benchmark run."""
+
+    scenario: str
+    jobs: int
+    max_batch_images: int
+    wall_s: float
+    jobs_per_s: float
+    engine_busy_s: float
+    batches: int
+    mean_batch_jobs: float
+    gpu_idle_gap_ms: float  # mean gap between batches while jobs were waiting
+    bot_ms_per_job: float  # (wall - engine busy) / jobs
+    ack_p50_ms: float
+    ack_p95_ms: float
+    ack_max_ms: float
+
+
+class TimedEngine:
+    """Wraps an engine-like object: records when each generate_batch starts and ends."""
+
+    def __init__(self, engine, *, simulate=None):
+        self.engine = engine
+        self.simulate = simulate  # callable(requests) -> results instead of the engine
+        self.spans: list[tuple[float, float, int]] = []
+        self._lock = threading.Lock()
+
+    def generate_batch(self, requests, progress=None):
+        start = time.perf_counter()
+        if self.simulate is not None:
+            results = self.simulate(requests, progress)
+        else:
+            results = self.engine.generate_batch(requests, progress)
+        with self._lock:
+            self.spans.append((start, time.perf_counter(), len(requests)))
+        return results
+
+    def warm_up(self) -> None:
+        if self.engine is not None:
+            self.engine.warm_up()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def make_simulator(size: int, seconds_per_image: float):
+    """A fake engine call: sleeps like a GPU would, returns fixed images with the right seeds."""
+    import numpy as np
+    from PIL import Image
+
+    from engine import GenerationResult
+    from engine.requests import GeneratedImage, StepProgress
+
+    rng = np.random.default_rng(0)
+    # Photo-like: smooth structure plus grain, compresses like a real render (see encode_bench).
+    small = rng.random((size // 32, size // 32, 3))
+    base = np.asarray(
+        Image.fromarray((small * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC),
+        dtype=np.float32,
+    )
+    grain = rng.normal(0, 6, (size, size, 3))
+    image = Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
+
+    def simulate(requests, progress=None):
+        images = sum(r.count for r in requests)
+        steps = requests[0].steps
+        for step in range(1, steps + 1):
+            time.sleep(seconds_per_image * images / steps)
+            if progress is not None:
+                progress(StepProgress(step, steps))
+        return [
+            GenerationResult(
+                request=r,
+                images=tuple(GeneratedImage(seed, image) for seed in r.seeds),
+                seconds=seconds_per_image * images,
+                notes=r.notes,
+            )
+            for r in requests
+        ]
+
+    return simulate
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def run_once(
+    scenario: str,
+    jobs: int,
+    max_batch_images: int,
+    engine_settings,
+    load_engine,
+    data_dir: Path,
+) -> RunResult:
+    import discord
+    import discord.gateway
+    import discord.http
+    from discord_standin import DiscordStandin
+
+    from bot.client import ImagineBot, point_discord_py_at
+    from bot.settings import BotSettings
+
+    standin = DiscordStandin()
+    await standin.start()
+    guild = standin.add_guild(name="Bench guild")
+    channel = standin.add_channel(guild, name="general")
+    users = [standin.add_user(f"user{i}") for i in range(20)]
+    settings = BotSettings(
+        _env_file=None,
+        DISCORD_TOKEN=standin.token,
+        DISCORD_API_BASE=standin.api_base,
+        DISCORD_GATEWAY_URL=standin.gateway_url,
+        IMAGINE_DATA_DIR=data_dir,
+        IMAGINE_QUEUE_MAX_JOBS=max(100, jobs),
+        IMAGINE_QUEUE_PER_USER=max(3, -(-jobs // len(users))),
+        engine=engine_settings.model_copy(update={"max_batch_images": max_batch_images}),
+    )
+    old = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
+    engine = load_engine()
+    bot = ImagineBot(settings, load_engine=lambda: engine, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), 120)
+        await standin.wait_for_commands(timeout=30)
+        engine.spans.clear()
+        started = time.perf_counter()
+        interactions = []
+        for i in range(jobs):
+            user = users[i % len(users)]
+            interactions.append(
+                await standin.slash_command(
+                    user, channel, "imagine", {"prompt": f"bench {i}", "seed": i}
+                )
+            )
+        for ix in interactions:
+            await standin.wait_for_message(
+                lambda m, ix=ix: m.interaction is ix and len(m.attachments) == 4, timeout=600
+            )
+        wall = time.perf_counter() - started
+        acks = [ix.ack_latency * 1000 for ix in interactions if ix.ack_latency is not None]
+        spans = sorted(engine.spans)
+        busy = sum(end - start for start, end, _ in spans)
+        # Gaps between one batch's end and the next one's start: with work queued, that is
+        # time the GPU waited for the bot (storage reads/writes, batching, scheduling).
+        gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+        return RunResult(
+            scenario=scenario,
+            jobs=jobs,
+            max_batch_images=max_batch_images,
+            wall_s=round(wall, 3),
+            jobs_per_s=round(jobs / wall, 2),
+            engine_busy_s=round(busy, 3),
+            batches=len(spans),
+            mean_batch_jobs=round(statistics.mean(n for *_, n in spans), 2) if spans else 0,
+            gpu_idle_gap_ms=round(statistics.mean(gaps) * 1000, 1) if gaps else 0.0,
+            bot_ms_per_job=round((wall - busy) / jobs * 1000, 1),
+            ack_p50_ms=round(percentile(acks, 0.5), 1),
+            ack_p95_ms=round(percentile(acks, 0.95), 1),
+            ack_max_ms=round(max(acks), 1),
+        )
+    finally:
+        await bot.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old
+        await standin.close()
+
+
+def build_tiny(work: Path):
+    from tiny_models import build_tiny_sdxl
+
+    from engine import EngineSettings
+
+    model = work / "tiny_sdxl"
+    build_tiny_sdxl(model)
+    return EngineSettings(
+        _env_file=None,
+        model=str(model),
+        lora="",
+        vae="",
+        device="cpu",
+        dtype="float32",
+        resolution=64,
+        translator="",
+        safety_model="",
+    )
+
+
+async def main_async(args: argparse.Namespace) -> list[RunResult]:
+    from engine import Engine
+
+    results: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="bot_bench_") as tmp:
+        work = Path(tmp)
+        settings = await asyncio.to_thread(build_tiny, work)
+        tiny = await asyncio.to_thread(Engine.load, settings)
+        counts = (1, 10) if args.quick else (1, 10, 100)
+        plan: list[tuple[str, int, int]] = [("tiny", n, batch) for batch in (4, 16) for n in counts]
+        plan.append(("instant", 10 if args.quick else 100, 16))
+        plan.append(("busy-1024", 4 if args.quick else 40, 16))
+        instant = make_simulator(64, 0.0)
+        busy = make_simulator(1024, 0.075)
+        for run, (scenario, jobs, batch) in enumerate(plan):
+            if scenario == "tiny":
+                engine_settings = settings
+
+                def load(tiny=tiny):
+                    return TimedEngine(tiny)
+            elif scenario == "instant":
+                engine_settings = settings
+
+                def load():
+                    return TimedEngine(tiny, simulate=instant)
+            else:
+                engine_settings = settings.model_copy(update={"resolution": 1024})
+
+                def load():
+                    return TimedEngine(tiny, simulate=busy)
+
+            log.info("run %s: %s, %d jobs, max batch %d images", run, scenario, jobs, batch)
+            result = await run_once(
+                scenario, jobs, batch, engine_settings, load, work / f"data{run}"
+            )
+            log.info("%s", result)
+            results.append(result)
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return results
+
+
+def table(results: list[RunResult]) -> str:
+    lines = [
+        "| scenario | jobs sent at once | max batch images | wall s | jobs/s | engine busy s "
+        "| batches (jobs each) | GPU idle gap ms | bot ms/job | defer p50 / p95 / max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.scenario} | {r.jobs} | {r.max_batch_images} | {r.wall_s:.2f} "
+            f"| {r.jobs_per_s:.2f} | {r.engine_busy_s:.2f} | {r.batches} ({r.mean_batch_jobs:g}) "
+            f"| {r.gpu_idle_gap_ms:.1f} | {r.bot_ms_per_job:.1f} "
+            f"| {r.ack_p50_ms:.0f} / {r.ack_p95_ms:.0f} / {r.ack_max_ms:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    log.setLevel(logging.INFO)
+    results = asyncio.run(main_async(args))
+    cpu = platform.processor() or platform.machine()
+    print(f"# bot bench: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
