@@ -9,12 +9,10 @@ JPEG at falling quality; a format change is reported in ``EncodedImage.note`` fo
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 from PIL import Image
 
@@ -47,24 +45,12 @@ def _describe_limit(limit_bytes: int) -> str:
     return f"{max(1, limit_bytes // 1024)} KiB"
 
 
-def _scratch_file() -> IO[bytes]:
-    # Pillow releases the GIL only while it encodes straight into a file descriptor
-    # (ImageFile._save -> encode_to_file). Into a BytesIO it holds the GIL chunk by chunk, which
-    # serialises parallel encodes and takes Python time from the event loop thread (measured:
-    # the loop thread got ~2.5x more iterations done during a PNG encode to a memfd).
-    if hasattr(os, "memfd_create"):
-        return open(os.memfd_create("imagine-encode", os.MFD_CLOEXEC), "w+b")
-    return tempfile.TemporaryFile()
-
-
 def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    with _scratch_file() as scratch:
-        image.save(scratch, format=fmt, **options)
-        scratch.flush()
-        scratch.seek(0)
-        return scratch.read()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 def _fallbacks(image: Image.Image, stem: str, index: int) -> Iterator[EncodedImage]:
