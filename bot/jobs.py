@@ -476,7 +476,7 @@ class Jobs:
             # A progress edit is never worth a crash (e.g. the HTTP session closing at exit).
             log.exception("job %s: status edit failed", live.job_id)
 
-    async def _close_edits(self, live: LiveJob | None) -> None:
+    async def _close_edits(self, live: LiveJob | None, timeout: float = EDIT_DRAIN_TIMEOUT) -> None:
         """Stop progress/position edits; wait for one in flight so it cannot land last."""
         if live is None:
             return
@@ -486,7 +486,7 @@ class Jobs:
         if task is None or task.done() or task is asyncio.current_task():
             return
         if live.editing:
-            await asyncio.wait({task}, timeout=EDIT_DRAIN_TIMEOUT)
+            await asyncio.wait({task}, timeout=timeout)
         else:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -715,7 +715,8 @@ class Jobs:
         if job.id in self._running or not self.queue.cancel(job.id):
             return False
         live = self.live.pop(job.id, None)
-        await self._close_edits(live)  # the caller's "cancelled" edit must be the last one
+        # The caller's "cancelled" edit must land last, and it has a 3 s deadline to meet.
+        await self._close_edits(live, timeout=1.0)
         await self.storage.mark_cancelled(job.id)
         log.info("job %s cancelled by its requester", job.id)
         return True
