@@ -46,8 +46,8 @@ def noise(size: int, seed: int) -> Image.Image:
 
 
 SETTINGS = {
-    "PNG level 1": ("PNG", {"compress_level": 1}),
-    "PNG level 6 (default)": ("PNG", {"compress_level": 6}),
+    "PNG level 1 (default)": ("PNG", {"compress_level": 1}),
+    "PNG level 6": ("PNG", {"compress_level": 6}),
     "PNG level 9": ("PNG", {"compress_level": 9}),
     "WebP lossless": ("WEBP", {"lossless": True, "quality": 80, "method": 4}),
     "JPEG q92": ("JPEG", {"quality": 92}),
