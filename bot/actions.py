@@ -422,7 +422,8 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
     mentioned = bot.user in message.mentions
     content = strip_bot_mention(message.content or "", bot.user.id)
     hint = None
-    if not content.strip() and not mentioned and message.guild is not None:
+    content_hidden = not bot.intents.message_content and not mentioned
+    if not content.strip() and content_hidden and message.guild is not None:
         # Without the message-content intent Discord sends replies without their text unless
         # they ping the bot: all we know is "a reply". Re-roll and say how to change the prompt.
         hint = (

@@ -43,13 +43,12 @@ class ImagineBot(commands.Bot):
         settings: BotSettings,
         *,
         load_engine: Callable[[], Any] | None = None,
-        message_content: bool = False,
         **options: Any,
     ):
         intents = discord.Intents.default()
         intents.members = False
         # Privileged; without it replies that ping the bot still carry their text.
-        intents.message_content = message_content
+        intents.message_content = settings.message_content_intent
         options.setdefault("chunk_guilds_at_startup", False)
         super().__init__(
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options

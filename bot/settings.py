@@ -40,6 +40,10 @@ class BotSettings(BaseSettings):
     sync_guild_id: int | None = Field(
         None, validation_alias=AliasChoices("IMAGINE_SYNC_GUILD_ID", "sync_guild_id")
     )
+    message_content_intent: bool = Field(
+        False,
+        validation_alias=AliasChoices("IMAGINE_MESSAGE_CONTENT_INTENT", "message_content_intent"),
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
 
     @property

@@ -341,3 +341,17 @@ async def test_allowed_channels_setting(bot_process, standin, world):
     assert answer.ephemeral and f"<#{world.nsfw.id}>" in answer.content
     _, result = await imagine(standin, world.alice, world.nsfw, prompt="a cat")
     assert len(result.attachments) == 4
+
+
+async def test_with_message_content_intent_replies_need_no_mention(bot_process, standin, world):
+    settings = bot_process.settings.model_copy(update={"message_content_intent": True})
+    await bot_process.start(settings)
+    _, result = await imagine(standin, world.alice, world.general, prompt="a green frog")
+    reply = await standin.user_message(
+        world.alice, world.general, "a purple frog --seed 3", reply_to=result, mentions_bot=False
+    )
+    answer = await standin.wait_for_message(
+        lambda m: m.reply_to_id == reply.id and len(m.attachments) == 4, timeout=60
+    )
+    assert "a purple frog" in answer.content and seeds_in(answer.content) == [3, 4, 5, 6]
+    assert "mention" not in answer.revisions[0]["content"].lower()
