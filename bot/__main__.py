@@ -20,10 +20,30 @@ def _settings_error(exc: ValidationError) -> str:
     return "Bad setting: " + "; ".join(problems)
 
 
+def _startup_error(exc: BaseException, settings) -> str | None:
+    """One readable line for the failures an operator can fix; None for real bugs."""
+    import aiohttp
+    import discord
+
+    from engine import EngineError
+
+    if isinstance(exc, EngineError):
+        return f"Engine could not start: {exc.user_message}"
+    if isinstance(exc, discord.LoginFailure):
+        return "Discord refused the token (DISCORD_TOKEN is wrong or was reset)."
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        return (
+            "Discord refused the Message Content intent: enable it in the Developer Portal "
+            "(Bot -> Privileged Gateway Intents) or set IMAGINE_MESSAGE_CONTENT_INTENT=false."
+        )
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return f"Cannot reach Discord at {settings.discord_api_base}: {exc}"
+    return None
+
+
 async def _run() -> int:
     from bot.client import ImagineBot, point_discord_py_at
     from bot.settings import BotSettings
-    from engine import EngineError
 
     try:
         settings = BotSettings()
@@ -36,37 +56,30 @@ async def _run() -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+    runner: asyncio.Task | None = None
     waiter = asyncio.create_task(stop.wait())
+    failure: str | None = None
     try:
+        # Load the model before logging in: a missing model or too little GPU memory is
+        # reported at once, without touching Discord.
+        await bot.runner.start()
+        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
         await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if runner.done():
             runner.result()  # re-raise start-up errors
-    except EngineError as exc:
-        print(f"Engine could not start: {exc.user_message}", file=sys.stderr)
-        return 1
     except Exception as exc:  # the one place a start-up failure becomes one readable line
-        import discord
-
-        if isinstance(exc, discord.LoginFailure):
-            print(
-                "Discord refused the token (DISCORD_TOKEN is wrong or was reset).", file=sys.stderr
-            )
-            return 1
-        if isinstance(exc, discord.PrivilegedIntentsRequired):
-            print(
-                "Enable the Message Content intent in the Developer Portal, or turn it off "
-                "in the settings.",
-                file=sys.stderr,
-            )
-            return 1
-        raise
+        failure = _startup_error(exc, settings)
+        if failure is None:
+            raise
     finally:
         waiter.cancel()
         if not bot.is_closed():
             await bot.close()  # finishes the running batch first
-        if not runner.done():
+        if runner is not None and not runner.done():
             await asyncio.gather(runner, return_exceptions=True)
+    if failure is not None:
+        print(failure, file=sys.stderr)  # last, after the shutdown's log lines
+        return 1
     return 0
 
 

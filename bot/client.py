@@ -74,7 +74,8 @@ class ImagineBot(commands.Bot):
         self.storage = await Storage.open(self.settings.database_path)
         self.jobs = Jobs(self, self.storage, self.queue)
         self.add_dynamic_items(JobButton)
-        await self.runner.start()  # loads the model on the GPU thread; the loop stays free
+        if not self.runner.started:
+            await self.runner.start()  # loads the model on the GPU thread; the loop stays free
         await asyncio.gather(self._load_translator(), self._load_safety())
         await self.tree.set_translator(ImagineTranslator())
         for extension in EXTENSIONS:

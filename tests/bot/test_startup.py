@@ -88,3 +88,44 @@ def test_packages_import_without_side_effects(module):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_missing_model_is_one_clear_line_before_touching_discord(tmp_path):
+    # The API base is a closed port: reaching it would fail differently.
+    done = run_bot(
+        tmp_path,
+        DISCORD_TOKEN="x",
+        IMAGINE_MODEL=str(tmp_path / "no-such-model"),
+        IMAGINE_VAE="",
+        IMAGINE_LORA="",
+        IMAGINE_DEVICE="cpu",
+        DISCORD_API_BASE="http://127.0.0.1:9/api/v10",
+        HF_HUB_OFFLINE="1",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("Engine could not start:") and "no-such-model" in line
+
+
+def test_unreachable_discord_is_one_clear_line(tmp_path, tiny_engine_settings):
+    done = run_bot(
+        tmp_path,
+        DISCORD_TOKEN="x",
+        IMAGINE_MODEL=tiny_engine_settings.model,
+        IMAGINE_LORA="",
+        IMAGINE_VAE="",
+        IMAGINE_DEVICE="cpu",
+        IMAGINE_RESOLUTION="64",
+        IMAGINE_TRANSLATOR="",
+        DISCORD_API_BASE="http://127.0.0.1:9/api/v10",
+        IMAGINE_DATA_DIR=str(tmp_path / "data"),
+        HF_HUB_OFFLINE="1",
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Cannot reach Discord at http://127.0.0.1:9/api/v10")
+    )
