@@ -100,8 +100,12 @@ async def _check_policy(bot: ImagineBot, origin: Origin, texts: list[str]) -> in
     if not origin.nsfw_channel:
         term = find_blocked(texts, settings.blocklist_add, settings.blocklist_remove)
         if term is not None:
+            # No job exists yet (nothing is stored for a refused prompt): log who and where,
+            # and the matched term for moderators, never the prompt itself.
             log.info(
-                "prompt refused by blocklist in guild %s channel %s",
+                "prompt refused by blocklist: term=%r user=%s guild=%s channel=%s",
+                term,
+                origin.requester_id,
                 origin.guild_id,
                 origin.channel_id,
             )
