@@ -244,6 +244,11 @@ async def handle_button(
         await _dispatch(bot, interaction, action, job, index)
     except JobRejected as exc:
         await reject(interaction, exc.user_message)
+    except Exception:
+        # Buttons bypass the command tree's error handler: answer here so no click hangs.
+        log.exception("button %s on job %s failed", action, job_id)
+        with contextlib.suppress(discord.HTTPException):
+            await reject(interaction, t("generation_failed", interaction.locale))
 
 
 async def _dispatch(
