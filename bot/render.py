@@ -5,6 +5,7 @@ Pure functions of plain data, so they are unit-testable without a Discord connec
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -152,8 +153,6 @@ def image_files(
     blobs: Sequence[tuple[str, bytes]], spoiler: Sequence[bool] | None = None
 ) -> list[discord.File]:
     """discord.File objects from (filename, bytes) pairs, optionally marked as spoilers."""
-    import io
-
     files = []
     for i, (name, data) in enumerate(blobs):
         files.append(
