@@ -42,6 +42,7 @@ EDIT_INTERVAL = 1.0  # at most one progress/position edit per message per second
 POSITION_SETTLE = 0.2  # let a burst of queue changes settle into one round of position edits
 DEFAULT_SECONDS_PER_IMAGE = 0.1  # ETA guess until the first batch has been timed
 DEFAULT_STRENGTH = 0.6
+MAX_PENDING_DELIVERIES = 16  # results being encoded/posted before the GPU waits for them
 EDIT_DRAIN_TIMEOUT = 10.0  # how long delivery waits for an in-flight progress edit
 ALLOWED_NONE = discord.AllowedMentions.none()
 UNKNOWN_MESSAGE = 10008
@@ -276,6 +277,10 @@ class Jobs:
     async def _feed(self) -> None:
         max_images = self.bot.settings.engine.max_batch_images
         while True:
+            # Back-pressure: when encoding and posting fall behind the GPU (too few CPU cores),
+            # wait for deliveries to drain instead of piling up finished images in memory.
+            while len(self._tasks) >= MAX_PENDING_DELIVERIES:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
             batch = await self.queue.next_batch(max_images)
             # Shielded: a shutdown waits for the running batch instead of abandoning it.
             self._batch = asyncio.ensure_future(self._run_batch(batch))
