@@ -17,10 +17,11 @@ import discord
 from bot import render
 from bot.blocklist import find_blocked
 from bot.i18n import t
-from bot.jobs import JobRejected
+from bot.jobs import JobRejected, facts_for
 from bot.replies import parse_reply, strip_bot_mention
 from bot.storage import Job, NewJob
 from engine import InvalidRequest, make_request
+from engine.requests import SEED_LIMIT
 from engine.translation import needs_translation
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from bot.jobs import Jobs
 
 log = logging.getLogger(__name__)
-
-SEED_LIMIT = 2**32
 
 
 @dataclass(frozen=True)
@@ -291,7 +290,7 @@ async def _upscale(bot: ImagineBot, interaction: discord.Interaction, job: Job, 
     try:
         [blob] = await bot.jobs.load_images(job.id, [index])
     except FileNotFoundError:
-        # Not stored any more: the seed recreates it exactly, so generate it again.
+        # Not stored any more: its seed recreates it (up to 8-bit rounding), so generate it again.
         ask = ask_from_job(
             job, kind="upscale", seed=job.seeds[index - 1], count=1, parent_index=index
         )
@@ -321,8 +320,6 @@ async def _upscale(bot: ImagineBot, interaction: discord.Interaction, job: Job, 
     )
     single = await bot.storage.create_job(new)
     await bot.storage.mark_running(single.id)
-    from bot.jobs import facts_for  # local: avoids a cycle at import time
-
     single = dataclasses.replace(single, seeds=(job.seeds[index - 1],))
     await bot.jobs.store_images(single.id, [blob])
     message = await interaction.edit_original_response(
@@ -394,8 +391,6 @@ async def _share(
         )
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    from bot.jobs import facts_for
-
     try:
         indexes = [image_index] if image_index else list(range(1, len(job.seeds) + 1))
         blobs = await bot.jobs.load_images(job.id, indexes)

@@ -30,6 +30,7 @@ from engine import (
     GenerationResult,
     StepProgress,
 )
+from engine.encoding import encode_one
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -42,6 +43,7 @@ EDIT_INTERVAL = 1.0  # at most one progress/position edit per message per second
 POSITION_SETTLE = 0.2  # let a burst of queue changes settle into one round of position edits
 DEFAULT_SECONDS_PER_IMAGE = 0.1  # ETA guess until the first batch has been timed
 DEFAULT_STRENGTH = 0.6
+PREVIEW_LIMIT = 2**20  # a preview is <= 256 px: far below any upload limit
 MAX_PENDING_DELIVERIES = 16  # results being encoded/posted before the GPU waits for them
 EDIT_DRAIN_TIMEOUT = 10.0  # how long delivery waits for an in-flight progress edit
 ALLOWED_NONE = discord.AllowedMentions.none()
@@ -463,8 +465,10 @@ class Jobs:
     async def _apply_edit(self, live: LiveJob, edit: _Edit) -> None:
         attachments: list[discord.File] = []
         if edit.preview is not None:
-            data = await asyncio.to_thread(_png_bytes, edit.preview)
-            attachments = [discord.File(io.BytesIO(data), filename="preview.png")]
+            preview = await asyncio.to_thread(
+                encode_one, edit.preview, PREVIEW_LIMIT, stem="preview"
+            )
+            attachments = [discord.File(io.BytesIO(preview.data), filename=preview.filename)]
         if live.closed:
             return
         view = render.cancel_view(live.job_id) if edit.cancel_button else discord.ui.View()
@@ -725,9 +729,3 @@ class Jobs:
         await self.storage.mark_cancelled(job.id)
         log.info("job %s cancelled by its requester", job.id)
         return True
-
-
-def _png_bytes(image: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

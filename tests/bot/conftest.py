@@ -63,16 +63,12 @@ class BotProcess:
 
         settings = settings or self.settings
         point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
-        identified = len(self.standin_identifies())
         self.bot = ImagineBot(settings, guild_ready_timeout=0.05, **{**self.options, **options})
         self.task = asyncio.create_task(self.bot.start(settings.discord_token.get_secret_value()))
-        await self._wait_ready(identified)
+        await self._wait_ready()
         return self.bot
 
-    def standin_identifies(self) -> list:
-        return [r for r in self.standin.requests if r.path.endswith("/commands")]
-
-    async def _wait_ready(self, previous_syncs: int) -> None:
+    async def _wait_ready(self) -> None:
         assert self.bot is not None and self.task is not None
         ready = asyncio.create_task(self.bot.wait_until_ready())
         done, _ = await asyncio.wait(
