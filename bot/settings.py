@@ -44,6 +44,17 @@ class BotSettings(BaseSettings):
         False,
         validation_alias=AliasChoices("IMAGINE_MESSAGE_CONTENT_INTENT", "message_content_intent"),
     )
+    retention_days: float = Field(
+        30.0, ge=0, validation_alias=AliasChoices("IMAGINE_RETENTION_DAYS", "retention_days")
+    )
+    retention_max_gb: float = Field(
+        20.0, ge=0, validation_alias=AliasChoices("IMAGINE_RETENTION_MAX_GB", "retention_max_gb")
+    )
+    generation_timeout: float = Field(
+        300.0,
+        ge=1,
+        validation_alias=AliasChoices("IMAGINE_GENERATION_TIMEOUT", "generation_timeout"),
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
 
     @property
@@ -53,3 +64,13 @@ class BotSettings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def retention_max_age_s(self) -> float | None:
+        """Age after which unshared result sets are removed; ``None`` = keep forever."""
+        return self.retention_days * 86400 if self.retention_days > 0 else None
+
+    @property
+    def retention_max_bytes(self) -> int | None:
+        """Most bytes of result files kept (1 GB = 10**9 bytes); ``None`` = no size limit."""
+        return int(self.retention_max_gb * 1e9) if self.retention_max_gb > 0 else None
