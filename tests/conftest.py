@@ -115,3 +115,26 @@ def tiny_engine_settings(tiny_model_dir: Path, tiny_lora_path: Path):
         translator="",
         safety_model="",
     )
+
+
+# Rates measured by table-driven tests (tests/bot/test_blocklist.py), shown in the terminal
+# summary because `pytest -q` captures what tests print. Tests call the `report_rate` fixture.
+_REPORTED_RATES = pytest.StashKey[dict[str, str]]()
+
+
+@pytest.fixture
+def report_rate(pytestconfig: pytest.Config):
+    """``report_rate(name, line)``: print ``name: line`` in the terminal summary."""
+
+    def report(name: str, line: str) -> None:
+        pytestconfig.stash.setdefault(_REPORTED_RATES, {})[name] = line
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    rates = config.stash.get(_REPORTED_RATES, {})
+    if rates:
+        terminalreporter.section("measured rates")
+        for name, line in rates.items():
+            terminalreporter.write_line(f"{name}: {line}")
