@@ -32,6 +32,7 @@ from engine.errors import (
     ModelNotFound,
     OutOfGPUMemory,
 )
+from engine.hub import describe, load_pretrained
 from engine.requests import (
     SEED_LIMIT,
     GeneratedImage,
@@ -138,11 +139,30 @@ def _load_lora(pipe: StableDiffusionXLPipeline, lora: str) -> None:
     pipe.unload_lora_weights()
 
 
-def _load_preview_vae(name: str, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
+def _load_preview_vae(
+    name: str, device: torch.device, dtype: torch.dtype
+) -> AutoencoderTiny | None:
+    """TAESD for progress previews, or None (after one warning) when it cannot be loaded.
+
+    Previews are optional: a missing preview VAE must not keep the bot from serving, nor hold
+    the start-up in hub retries (``load_pretrained`` fails fast when the hub is unreachable).
+    """
+
+    def load(local_files_only: bool) -> AutoencoderTiny:
+        return AutoencoderTiny.from_pretrained(name, dtype=dtype, local_files_only=local_files_only)
+
     try:
-        taesd = AutoencoderTiny.from_pretrained(name, dtype=dtype)
-    except _MISSING as exc:
-        raise _not_found("Preview VAE", name, exc) from exc
+        taesd = load_pretrained(name, load)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:  # offline, hub down, wrong id, broken files: all "cannot load"
+        log.warning(
+            "IMAGINE_PREVIEW_VAE: the preview VAE '%s' could not be loaded (%s); serving "
+            "without progress previews.",
+            name,
+            describe(exc).rstrip("."),
+        )
+        return None
     return taesd.to(device).eval()
 
 
@@ -191,7 +211,8 @@ class Engine:
         """Load the pipeline, swap in LCMScheduler, fuse the LoRA, move to the device.
 
         Raises:
-            ModelNotFound: the model, LoRA, VAE or preview VAE cannot be found.
+            ModelNotFound: the model, LoRA or VAE cannot be found. (A preview VAE that cannot
+                be loaded only turns progress previews off.)
             OutOfGPUMemory: the GPU is too small for the model.
             EngineError: bad device or attention settings.
         """

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from engine.errors import ModelNotFound
+from engine.hub import describe, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,25 @@ class SafetyChecker:
     def _load(self) -> None:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        try:
+        def load(local_files_only: bool) -> tuple[Any, Any]:
             # torchvision is not a dependency: ask for the PIL-backed processor outright
             # rather than relying on transformers' fallback (which warns on every load).
-            processor = AutoImageProcessor.from_pretrained(self.model_id, backend="pil")
-            model = AutoModelForImageClassification.from_pretrained(self.model_id)
-        except (OSError, ValueError) as exc:
+            return (
+                AutoImageProcessor.from_pretrained(
+                    self.model_id, backend="pil", local_files_only=local_files_only
+                ),
+                AutoModelForImageClassification.from_pretrained(
+                    self.model_id, local_files_only=local_files_only
+                ),
+            )
+
+        try:
+            processor, model = load_pretrained(self.model_id, load)
+        except Exception as exc:  # offline, hub down, wrong id, broken files: all "cannot load"
             raise ModelNotFound(
-                f"The safety model '{self.model_id}' could not be loaded. Download it, point "
-                "IMAGINE_SAFETY_MODEL at a local copy, or set IMAGINE_SAFETY_MODEL= to turn the "
-                "image check off."
+                f"The safety model '{self.model_id}' could not be loaded "
+                f"({describe(exc).rstrip('.')}). Download it, point IMAGINE_SAFETY_MODEL at a "
+                "local copy, or set IMAGINE_SAFETY_MODEL= to turn the image check off."
             ) from exc
         self._processor = processor
         self._model = model.to(self.device).eval()

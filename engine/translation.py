@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ModelNotFound
+from engine.hub import describe, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,19 @@ class Translator:
         from opencc import OpenCC
         from transformers import MarianMTModel, MarianTokenizer
 
+        def load(local_files_only: bool) -> tuple[Any, Any]:
+            return (
+                MarianTokenizer.from_pretrained(self.model_id, local_files_only=local_files_only),
+                MarianMTModel.from_pretrained(self.model_id, local_files_only=local_files_only),
+            )
+
         try:
-            tokenizer = MarianTokenizer.from_pretrained(self.model_id)
-            model = MarianMTModel.from_pretrained(self.model_id)
-        except (OSError, ValueError) as exc:
+            tokenizer, model = load_pretrained(self.model_id, load)
+        except Exception as exc:  # offline, hub down, wrong id, broken files: all "cannot load"
             raise ModelNotFound(
-                f"The prompt translator '{self.model_id}' could not be loaded. Download it, "
-                "point IMAGINE_TRANSLATOR at a local copy, or set IMAGINE_TRANSLATOR= to turn "
-                "translation off."
+                f"The prompt translator '{self.model_id}' could not be loaded "
+                f"({describe(exc).rstrip('.')}). Download it, point IMAGINE_TRANSLATOR at a local "
+                "copy, or set IMAGINE_TRANSLATOR= to turn translation off."
             ) from exc
         self._tokenizer = tokenizer
         self._model = model.to(self.device).eval()

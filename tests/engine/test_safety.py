@@ -107,6 +107,20 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     assert "IMAGINE_SAFETY_MODEL" in info.value.user_message
 
 
+def test_uncached_hub_id_offline_is_a_clear_error() -> None:
+    with pytest.raises(ModelNotFound) as info:  # the test session is offline
+        SafetyChecker("imagine-test/not-in-the-cache")
+    message = info.value.user_message
+    assert "IMAGINE_SAFETY_MODEL" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_broken_local_copy_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelNotFound) as info:
+        SafetyChecker(str(tmp_path))
+    assert "IMAGINE_SAFETY_MODEL" in info.value.user_message
+
+
 def test_bad_threshold_is_rejected() -> None:
     with pytest.raises(ValueError):
         SafetyChecker("", threshold=1.5)

@@ -6,6 +6,7 @@ these tests check the mechanism, not translation quality.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -164,6 +165,26 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound) as info:
         Translator(str(tmp_path / "no-such-model"))
     assert "IMAGINE_TRANSLATOR" in info.value.user_message
+
+
+def test_uncached_hub_id_offline_is_a_clear_error() -> None:
+    # The test session is offline (HF_HUB_OFFLINE=1): transformers used to end in a TypeError
+    # here, which start-up did not expect.
+    with pytest.raises(ModelNotFound) as info:
+        Translator("imagine-test/not-in-the-cache")
+    message = info.value.user_message
+    assert "IMAGINE_TRANSLATOR" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_incomplete_local_copy_is_a_clear_error(tiny_marian_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "marian-without-tokenizer"
+    shutil.copytree(tiny_marian_dir, broken)
+    for name in ("source.spm", "target.spm", "vocab.json"):
+        (broken / name).unlink()
+    with pytest.raises(ModelNotFound) as info:  # transformers raises a TypeError
+        Translator(str(broken))
+    assert "IMAGINE_TRANSLATOR" in info.value.user_message
+    assert isinstance(info.value.__cause__, TypeError)
 
 
 def test_concurrent_calls_are_safe(translator: Translator) -> None:
