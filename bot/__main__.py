@@ -4,20 +4,62 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
+from dotenv import dotenv_values
 from pydantic import ValidationError
+
+EXIT_GPU_STUCK = 3  # the generation watchdog fired (docs/storage-and-queue.md): restart me
+
+
+def _environment_name(model: str, loc: tuple[str | int, ...]) -> str:
+    """The environment variable behind a pydantic error location (``IMAGINE_RESOLUTION``)."""
+    from bot.settings import BotSettings
+    from engine import EngineSettings
+
+    parts = [str(part) for part in loc]
+    if parts and parts[0] == "engine" and len(parts) > 1:
+        model, parts = EngineSettings.__name__, parts[1:]
+    if not parts:
+        return "settings"
+    name, rest = parts[0], parts[1:]
+    if model == EngineSettings.__name__:
+        prefix = EngineSettings.model_config.get("env_prefix", "")
+        field = name.lower().removeprefix(prefix.lower())
+        env = f"{prefix}{field}".upper() if field in EngineSettings.model_fields else name.upper()
+    else:
+        field = BotSettings.model_fields.get(name)
+        alias = field.validation_alias if field is not None else None
+        # The first alias choice is the variable's documented name; an error may name either.
+        env = alias.choices[0] if alias is not None else name.upper()
+    return ".".join([env, *rest])
 
 
 def _settings_error(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
-        if name.lower() == "discord_token" and err["type"] == "missing":
+        name = _environment_name(exc.title, err["loc"])
+        if name == "DISCORD_TOKEN" and err["type"] == "missing":
             return "DISCORD_TOKEN is not set: copy .env.example to .env and fill it in."
-        problems.append(f"{name.upper()}: {err['msg']}")
+        problems.append(f"{name}: {err['msg']}")
     return "Bad setting: " + "; ".join(problems)
+
+
+def _export_hub_settings(env_file: Path = Path(".env")) -> None:
+    """Make ``HF_*`` keys from ``.env`` (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``...) take effect.
+
+    huggingface_hub reads them from the process environment when it is first imported, and
+    pydantic-settings reads ``.env`` without exporting it; so copy them over before anything
+    imports the hub client. The environment wins over ``.env``, as for every other setting.
+    """
+    if not env_file.is_file():
+        return
+    for key, value in dotenv_values(env_file).items():
+        if key.startswith("HF_") and value is not None:
+            os.environ.setdefault(key, value)
 
 
 def _startup_error(exc: BaseException, settings) -> str | None:
@@ -80,7 +122,18 @@ async def _run() -> int:
     if failure is not None:
         print(failure, file=sys.stderr)  # last, after the shutdown's log lines
         return 1
-    return 0
+    return bot.exit_code  # 3 when the generation watchdog stopped the bot
+
+
+def _exit(code: int) -> None:
+    if code == EXIT_GPU_STUCK:
+        # The stuck GPU thread cannot be joined, and interpreter exit would wait for it
+        # forever: leave at once (everything is already stored and logged).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main() -> None:
@@ -89,7 +142,9 @@ def main() -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     logging.getLogger("discord").setLevel(logging.WARNING)
-    sys.exit(asyncio.run(_run()))
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub logs each request
+    _export_hub_settings()  # first: nothing may import huggingface_hub before this
+    _exit(asyncio.run(_run()))
 
 
 if __name__ == "__main__":

@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import render
-from bot.blocklist import find_blocked
+from bot.blocklist import Refusal, check_prompt
 from bot.i18n import t
 from bot.jobs import JobRejected, facts_for
 from bot.replies import parse_reply, strip_bot_mention
-from bot.storage import Job, NewJob
+from bot.storage import GuildSettings, Job, NewJob
 from engine import InvalidRequest, make_request
 from engine.requests import SEED_LIMIT
 from engine.translation import needs_translation
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
-    from bot.jobs import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +60,23 @@ class Ask:
     size: tuple[int, int] | None = None  # keep the parent's size instead of an aspect ratio
 
 
+# Most characters of a prompt that go to the translator: SDXL's text encoders read 77 tokens
+# (~60 English words, which ~150 Chinese characters already fill), and a 6000-character prompt
+# would hold the one translator for every user for many seconds.
+MAX_TRANSLATED_CHARS = 500
+
+
+def is_age_restricted(channel: object) -> bool:
+    """Whether ``channel`` is age-restricted (NSFW). DMs never are: Discord has no age gate
+    for them that a bot can check. Threads inherit their parent's flag (``is_nsfw``)."""
+    if isinstance(channel, discord.DMChannel | discord.GroupChannel):
+        return False
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else bool(getattr(channel, "nsfw", False))
+
+
 def origin_from_interaction(interaction: discord.Interaction) -> Origin:
-    channel = interaction.channel
-    nsfw = bool(getattr(channel, "nsfw", False)) or isinstance(channel, discord.DMChannel)
+    nsfw = is_age_restricted(interaction.channel)
     return Origin(
         requester_id=interaction.user.id,
         channel_id=interaction.channel_id or 0,
@@ -75,8 +88,7 @@ def origin_from_interaction(interaction: discord.Interaction) -> Origin:
 
 
 def origin_from_message(message: discord.Message) -> Origin:
-    channel = message.channel
-    nsfw = bool(getattr(channel, "nsfw", False)) or isinstance(channel, discord.DMChannel)
+    nsfw = is_age_restricted(message.channel)
     locale = str(message.guild.preferred_locale) if message.guild else None
     return Origin(
         requester_id=message.author.id,
@@ -88,43 +100,84 @@ def origin_from_message(message: discord.Message) -> Origin:
     )
 
 
-async def _check_policy(bot: ImagineBot, origin: Origin, texts: list[str]) -> int | None:
-    """Raise JobRejected when the guild's rules refuse this; return its per-user limit."""
+async def _guild_rules(bot: ImagineBot, origin: Origin) -> GuildSettings | None:
+    """The guild's settings; raise JobRejected when /imagine is not allowed in this channel."""
     if origin.guild_id is None:
         return None
     settings = await bot.storage.guild_settings(origin.guild_id)
     if not settings.allows_channel(origin.channel_id):
         allowed = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
         raise JobRejected(f"Image generation is not enabled in this channel. Try {allowed}.")
-    if not origin.nsfw_channel:
-        term = find_blocked(texts, settings.blocklist_add, settings.blocklist_remove)
-        if term is not None:
-            # No job exists yet (nothing is stored for a refused prompt): log who and where,
-            # and the matched term for moderators, never the prompt itself.
-            log.info(
-                "prompt refused by blocklist: term=%r user=%s guild=%s channel=%s",
-                term,
-                origin.requester_id,
-                origin.guild_id,
-                origin.channel_id,
-            )
-            raise JobRejected(t("prompt_blocked", origin.locale))
-    return settings.per_user_limit
+    return settings
+
+
+def _check_texts(
+    origin: Origin, settings: GuildSettings | None, prompts: list[str], negatives: list[str]
+) -> None:
+    """Raise JobRejected when the safety floor or the channel's blocklist refuses the texts.
+
+    The floor applies everywhere; the blocklist outside age-restricted channels (DMs are
+    ordinary channels and get the default list).
+    """
+    refusal: Refusal | None = check_prompt(
+        prompts,
+        negatives,
+        nsfw_channel=origin.nsfw_channel,
+        extra_terms=settings.blocklist_add if settings else (),
+        removed_terms=settings.blocklist_remove if settings else (),
+    )
+    if refusal is None:
+        return
+    # No job exists yet (nothing is stored for a refused prompt): log who and where, and the
+    # matched rule and term for moderators, never the prompt itself.
+    log.info(
+        "prompt refused: rule=%s term=%r user=%s guild=%s channel=%s",
+        refusal.rule,
+        refusal.term,
+        origin.requester_id,
+        origin.guild_id,
+        origin.channel_id,
+    )
+    key = "prompt_refused_floor" if refusal.floor else "prompt_blocked"
+    raise JobRejected(t(key, origin.locale))
+
+
+async def _interpret(bot: ImagineBot, ask: Ask, locale: str | None) -> tuple[str | None, list[str]]:
+    """The English the model gets (None: the prompt as typed) and notes for the user."""
+    if ask.interpreted_prompt is not None:
+        return ask.interpreted_prompt, []
+    if ask.raw or not needs_translation(ask.prompt):
+        return None, []
+    if not bot.translation_available:
+        return None, [t("translation_unavailable", locale)]
+    notes = []
+    text = ask.prompt
+    if len(text) > MAX_TRANSLATED_CHARS:
+        text = text[:MAX_TRANSLATED_CHARS]
+        notes.append(t("translation_cut", locale, limit=MAX_TRANSLATED_CHARS))
+    return await bot.interpret(text), notes
 
 
 async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
-    """Validate, translate, check the guild's rules, store and queue a generation.
+    """Check the guild's rules, translate, validate, store and queue a generation.
 
-    For interactions the caller must have deferred (or answer the rejection ephemerally).
+    Cheap checks come first (channel, floor and blocklist on the text as typed, queue limits),
+    so a refused prompt never waits for or holds the translator; the translation is checked
+    again afterwards. For interactions the caller must have deferred (or answer the rejection
+    ephemerally) when translation may be slow.
 
     Raises:
         JobRejected: with a user-facing message; nothing was queued.
     """
-    interpreted = ask.interpreted_prompt
-    if interpreted is None and not ask.raw and needs_translation(ask.prompt):
-        interpreted = await bot.interpret(ask.prompt)
+    settings = await _guild_rules(bot, origin)
+    negatives = [ask.negative_prompt] if ask.negative_prompt else []
+    _check_texts(origin, settings, [ask.prompt], negatives)
+    per_user_limit = settings.per_user_limit if settings else None
+    bot.jobs.check_capacity(ask.kind, origin.requester_id, per_user_limit, origin.locale)
+    interpreted, notes = await _interpret(bot, ask, origin.locale)
+    if interpreted and interpreted != ask.prompt:
+        _check_texts(origin, settings, [ask.prompt, interpreted], negatives)
     model_prompt = interpreted or ask.prompt
-    per_user_limit = await _check_policy(bot, origin, [ask.prompt, model_prompt])
     try:
         request = make_request(
             model_prompt,
@@ -164,12 +217,13 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         nsfw_channel=origin.nsfw_channel,
     )
     job = await bot.jobs.accept(new, per_user_limit=per_user_limit)
-    bot.jobs.set_notes(job.id, request.notes)
+    bot.jobs.set_notes(job.id, [*notes, *request.notes])
     return job
 
 
 async def reject(interaction: discord.Interaction, message: str) -> None:
     """Tell the user why, ephemerally, whether or not the interaction was deferred."""
+    message = render.escape_user_text(message)  # rejections may echo what the user typed
     if interaction.response.is_done():
         with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
@@ -205,7 +259,7 @@ async def start_from_reply(
     try:
         job = await submit(bot, origin, ask)
     except JobRejected as exc:
-        await message.reply(exc.user_message, mention_author=False)
+        await message.reply(render.escape_user_text(exc.user_message), mention_author=False)
         return
     text = "⏳ Queued." + (f"\n-# {hint}" if hint else "")
     status = await message.reply(text, mention_author=False)
@@ -230,11 +284,13 @@ def ask_from_job(job: Job, **changes: object) -> Ask:
 
 # --------------------------------------------------------------------------------- buttons
 async def handle_button(
-    jobs: Jobs, interaction: discord.Interaction, action: str, job_id: int, index: int | None
+    bot: ImagineBot, interaction: discord.Interaction, action: str, job_id: int, index: int | None
 ) -> None:
-    bot: ImagineBot = jobs.bot
+    """Answer a click on one of a job's buttons (``imagine:<action>:<job>[:<index>]``)."""
     job = await bot.storage.get_job(job_id)
-    if job is None:
+    if job is None or not await _button_belongs_to(bot, job, interaction):
+        # A custom_id is only a claim: a button crafted onto another message (or a job id
+        # guessed from elsewhere) is answered as if the job did not exist.
         await interaction.response.send_message(
             t("job_not_found", interaction.locale), ephemeral=True
         )
@@ -248,6 +304,17 @@ async def handle_button(
         log.exception("button %s on job %s failed", action, job_id)
         with contextlib.suppress(discord.HTTPException):
             await reject(interaction, t("generation_failed", interaction.locale))
+
+
+async def _button_belongs_to(bot: ImagineBot, job: Job, interaction: discord.Interaction) -> bool:
+    """Whether the clicked message is the job's own (status or result) or its showcase post."""
+    message = interaction.message
+    if message is None:
+        return False
+    if message.id in (job.result_message_id, job.status_message_id):
+        return True
+    share = await bot.storage.share_by_message(message.id)
+    return share is not None and share.job_id == job.id
 
 
 async def _dispatch(
@@ -267,15 +334,20 @@ async def _dispatch(
         await _cancel(bot, interaction, job)
 
 
-def _check_index(job: Job, index: int) -> None:
-    if not 1 <= index <= max(len(job.seeds), 1):
-        raise JobRejected(f"Image {index} does not exist in this set.")
+def _image_available(job: Job, index: int) -> bool:
+    """A finished job's image ``index`` exists and was not withheld by the safety filter."""
+    return job.status == "done" and 1 <= index <= len(job.seeds) and index not in job.withheld
 
 
 async def _vary(bot: ImagineBot, interaction: discord.Interaction, job: Job, index: int) -> None:
-    if job.status != "done":
+    if not _image_available(job, index):
         await interaction.response.send_message(
-            "These images are not finished yet.", ephemeral=True
+            t("image_not_available", interaction.locale), ephemeral=True
+        )
+        return
+    if not await bot.jobs.has_image(job, index):
+        await interaction.response.send_message(
+            t("images_purged", interaction.locale), ephemeral=True
         )
         return
     ask = ask_from_job(job, kind="variation", parent_index=index, count=None)
@@ -283,52 +355,19 @@ async def _vary(bot: ImagineBot, interaction: discord.Interaction, job: Job, ind
 
 
 async def _upscale(bot: ImagineBot, interaction: discord.Interaction, job: Job, index: int) -> None:
-    """Post one image of the set on its own, with its own seed and buttons."""
-    if job.status != "done" or not 1 <= index <= len(job.seeds):
-        await interaction.response.send_message("That image is not available.", ephemeral=True)
-        return
-    try:
-        [blob] = await bot.jobs.load_images(job.id, [index])
-    except FileNotFoundError:
-        # Not stored any more: its seed recreates it (up to 8-bit rounding), so generate it again.
-        ask = ask_from_job(
-            job, kind="upscale", seed=job.seeds[index - 1], count=1, parent_index=index
+    """Post one image of the set on its own, with its own seed and buttons.
+
+    An ordinary job (kind ``upscale``, count 1, the image's seed): it is stored, shown and
+    recovered like any other. Its image is the parent's stored file, read in place; when that
+    file is gone, the job generates the image again from its seed.
+    """
+    if not _image_available(job, index):
+        await interaction.response.send_message(
+            t("image_not_available", interaction.locale), ephemeral=True
         )
-        await start_from_interaction(bot, interaction, ask)
         return
-    await interaction.response.defer(thinking=True)
-    origin = origin_from_interaction(interaction)
-    new = NewJob(
-        kind="upscale",
-        requester_id=origin.requester_id,
-        channel_id=origin.channel_id,
-        guild_id=origin.guild_id,
-        locale=origin.locale,
-        prompt=job.prompt,
-        interpreted_prompt=job.interpreted_prompt,
-        raw=job.raw,
-        negative_prompt=job.negative_prompt,
-        seed=job.seeds[index - 1],
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        guidance=job.guidance,
-        count=1,
-        parent_job_id=job.id,
-        parent_index=index,
-        nsfw_channel=origin.nsfw_channel,
-    )
-    single = await bot.storage.create_job(new)
-    await bot.storage.mark_running(single.id)
-    single = dataclasses.replace(single, seeds=(job.seeds[index - 1],))
-    await bot.jobs.store_images(single.id, [blob])
-    message = await interaction.edit_original_response(
-        content=render.result_text(facts_for(single)),
-        attachments=render.image_files([blob]),
-        view=render.result_view(single.id, 1),
-        allowed_mentions=discord.AllowedMentions.none(),
-    )
-    await bot.storage.mark_done(single.id, [job.seeds[index - 1]], message.id)
+    ask = ask_from_job(job, kind="upscale", seed=job.seeds[index - 1], count=1, parent_index=index)
+    await start_from_interaction(bot, interaction, ask)
 
 
 async def _delete(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
@@ -339,7 +378,10 @@ async def _delete(bot: ImagineBot, interaction: discord.Interaction, job: Job) -
     await interaction.response.defer()
     if interaction.message is not None:
         await interaction.message.delete()
-    await bot.storage.set_result_message(job.id, None)
+    if interaction.message is None or interaction.message.id == job.result_message_id:
+        await bot.storage.set_result_message(job.id, None)
+        # Deleted means gone: its stored files too (shared or not).
+        await bot.jobs.purge_images(job)
 
 
 async def _cancel(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
@@ -348,7 +390,8 @@ async def _cancel(bot: ImagineBot, interaction: discord.Interaction, job: Job) -
         return
     if await bot.jobs.cancel(job):
         await interaction.response.edit_message(
-            content=f"✖️ {t('cancelled', interaction.locale)} {render.shorten(job.prompt, 200)}",
+            content=f"✖️ {t('cancelled', interaction.locale)} "
+            f"{render.escape_user_text(render.shorten(job.prompt, 200))}",
             view=None,
         )
     else:
@@ -360,16 +403,30 @@ async def _cancel(bot: ImagineBot, interaction: discord.Interaction, job: Job) -
 async def _share(
     bot: ImagineBot, interaction: discord.Interaction, job: Job, index: int | None
 ) -> None:
-    if interaction.guild_id is None:
-        await interaction.response.send_message("Sharing works in servers only.", ephemeral=True)
+    locale = interaction.locale
+    if interaction.guild_id is None or job.guild_id != interaction.guild_id:
+        await interaction.response.send_message(t("share_in_servers", locale), ephemeral=True)
+        return
+    if interaction.user.id != job.requester_id and not interaction.permissions.manage_messages:
+        await interaction.response.send_message(t("share_not_allowed", locale), ephemeral=True)
         return
     settings = await bot.storage.guild_settings(interaction.guild_id)
     if settings.showcase_channel_id is None:
-        await interaction.response.send_message(
-            t("showcase_not_set", interaction.locale), ephemeral=True
-        )
+        await interaction.response.send_message(t("showcase_not_set", locale), ephemeral=True)
+        return
+    showcase_channel = bot.get_channel(settings.showcase_channel_id)
+    if job.nsfw_channel and not is_age_restricted(showcase_channel):
+        await interaction.response.send_message(t("share_nsfw", locale), ephemeral=True)
         return
     image_index = index or 0
+    indexes = (
+        [image_index]
+        if image_index
+        else [i for i in range(1, len(job.seeds) + 1) if i not in job.withheld]
+    )
+    if not indexes or not all(_image_available(job, i) for i in indexes):
+        await interaction.response.send_message(t("image_not_available", locale), ephemeral=True)
+        return
     share = await bot.storage.add_share(
         job.id,
         image_index,
@@ -387,30 +444,35 @@ async def _share(
             else f"<#{settings.showcase_channel_id}>"
         )
         await interaction.response.send_message(
-            t("already_shared", interaction.locale, link=where), ephemeral=True
+            t("already_shared", locale, link=where), ephemeral=True
         )
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     try:
-        indexes = [image_index] if image_index else list(range(1, len(job.seeds) + 1))
-        blobs = await bot.jobs.load_images(job.id, indexes)
+        blobs = await bot.jobs.load_images(job, indexes)
+    except FileNotFoundError:
+        await bot.storage.remove_share(job.id, image_index)
+        await interaction.followup.send(t("images_purged", locale), ephemeral=True)
+        return
+    try:
         channel = bot.get_partial_messageable(
             settings.showcase_channel_id, guild_id=interaction.guild_id
         )
         text = "⭐ " + render.result_text(facts_for(job)) + f"\nShared by <@{interaction.user.id}>"
         posted = await channel.send(
             content=text[: render.MESSAGE_LIMIT],
-            files=render.image_files(blobs),
+            # A flagged image stays a spoiler wherever it goes.
+            files=render.image_files(blobs, [i in job.flagged for i in indexes]),
             allowed_mentions=discord.AllowedMentions.none(),
         )
-    except (discord.HTTPException, FileNotFoundError) as exc:
+    except discord.HTTPException as exc:
         await bot.storage.remove_share(job.id, image_index)
         log.warning("job %s: share failed: %s", job.id, exc)
         await interaction.followup.send("Could not post to the showcase channel.", ephemeral=True)
         return
     await bot.storage.set_share_message(job.id, image_index, posted.id)
     link = render.message_link(interaction.guild_id, settings.showcase_channel_id, posted.id)
-    await interaction.followup.send(t("shared", interaction.locale, link=link), ephemeral=True)
+    await interaction.followup.send(t("shared", locale, link=link), ephemeral=True)
 
 
 # --------------------------------------------------------------------------------- replies

@@ -35,7 +35,7 @@ class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
     template=re.compile(r"imagine:(?P<action>[a-z]+):(?P<job_id>\d+)(?::(?P<index>\d+))?"),
 ):
-    """One button of a job's message; the click is handled by ``bot.jobs``."""
+    """One button of a job's message; the click is handled by ``bot.actions.handle_button``."""
 
     def __init__(self, action: str, job_id: int, index: int | None = None, row: int | None = None):
         emoji, label, style = _LOOK[action]
@@ -66,4 +66,4 @@ class JobButton(
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: ImagineBot = interaction.client
-        await bot.jobs.on_button(interaction, self.action, self.job_id, self.index)
+        await bot.on_job_button(interaction, self.action, self.job_id, self.index)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,8 +14,11 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot import blocklist
+from bot.actions import handle_button
 from bot.buttons import JobButton
 from bot.i18n import ImagineTranslator
+from bot.image_files import ImageFiles, run_retention
 from bot.jobs import Jobs
 from bot.queue import FairQueue
 from bot.settings import BotSettings
@@ -50,6 +55,9 @@ class ImagineBot(commands.Bot):
         # Privileged; without it replies that ping the bot still carry their text.
         intents.message_content = settings.message_content_intent
         options.setdefault("chunk_guilds_at_startup", False)
+        # Nothing the bot posts pings anyone unless a call names who (the requester): prompts
+        # and other user text are echoed in many places.
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
         )
@@ -62,6 +70,8 @@ class ImagineBot(commands.Bot):
         self.translator: Any = None
         self.safety: Any = None
         self._attachment_limits: dict[int | None, int] = {}
+        self._retention: asyncio.Task | None = None
+        self.exit_code = 0  # what `python -m bot` exits with (3: the GPU watchdog fired)
         self.tree.on_error = self.on_app_command_error
 
     def _default_engine_loader(self) -> Any:
@@ -72,15 +82,29 @@ class ImagineBot(commands.Bot):
     async def setup_hook(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = await Storage.open(self.settings.database_path)
-        self.jobs = Jobs(self, self.storage, self.queue)
+        files = ImageFiles(self.settings.images_dir)
+        self.jobs = Jobs(
+            self,
+            self.storage,
+            self.queue,
+            files,
+            generation_timeout=self.settings.generation_timeout,
+            on_stuck=self._gpu_stuck,
+        )
         self.add_dynamic_items(JobButton)
         if not self.runner.started:
             await self.runner.start()  # loads the model on the GPU thread; the loop stays free
         await asyncio.gather(self._load_translator(), self._load_safety())
+        # The word segmenter loads its dictionary once (~1 s): not on the first prompt.
+        await asyncio.to_thread(blocklist.warm_up)
         await self.tree.set_translator(ImagineTranslator())
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.jobs.start()
+        self._retention = asyncio.create_task(
+            run_retention(files, self.settings, self.storage.shared_job_ids),
+            name="imagine-retention",
+        )
         if self.settings.sync_guild_id:
             guild = discord.Object(self.settings.sync_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -88,32 +112,106 @@ class ImagineBot(commands.Bot):
         await self.tree.sync()
         log.info("ready to serve: engine loaded, %d job(s) recovered", len(self.queue))
 
+    # How long start-up waits for an optional model (translator, safety classifier). A model
+    # that is still loading then (a first download) is taken into use when it is ready.
+    optional_model_wait_s = 60.0
+
     async def _load_translator(self) -> None:
-        model = self.settings.engine.translator
-        if not model:
-            return
         from engine.translation import Translator
 
-        self.translator = await asyncio.to_thread(Translator, model)
+        def use(translator: Any) -> None:
+            self.translator = translator
+
+        await self._load_optional_model(
+            "IMAGINE_TRANSLATOR", self.settings.engine.translator, Translator, use
+        )
 
     async def _load_safety(self) -> None:
-        model = self.settings.engine.safety_model
-        if not model:
-            return
         from engine.safety import SafetyChecker
 
-        self.safety = await asyncio.to_thread(SafetyChecker, model)
+        def use(checker: Any) -> None:
+            self.safety = checker
+
+        await self._load_optional_model(
+            "IMAGINE_SAFETY_MODEL", self.settings.engine.safety_model, SafetyChecker, use
+        )
+
+    async def _load_optional_model(
+        self, setting: str, model: str, load: Callable[[str], Any], use: Callable[[Any], None]
+    ) -> None:
+        """Load an optional model off the loop; the bot serves without it when it cannot.
+
+        Waits at most ``optional_model_wait_s``; a model still loading then is handed to
+        ``use`` when it is ready. A failure is one warning naming ``setting`` (no traceback:
+        offline, hub down or a wrong id are the operator's to fix) and ``use`` is not called,
+        so the feature's attribute stays None.
+        """
+        if not model:
+            return
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
+        waiting = True
+
+        def finish(loaded: Any, error: BaseException | None) -> None:
+            finished.set()
+            if error is None:
+                use(loaded)
+                if not waiting:
+                    log.info("%s: '%s' is loaded now and in use", setting, model)
+            elif isinstance(error, EngineError):
+                log.warning("%s: %s Serving without it.", setting, error.user_message)
+            else:
+                log.error("%s: loading '%s' failed", setting, model, exc_info=error)
+
+        def work() -> None:
+            try:
+                outcome = load(model), None
+            except Exception as exc:
+                outcome = None, exc
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: the bot stopped
+                loop.call_soon_threadsafe(finish, *outcome)
+
+        # A daemon thread, not asyncio.to_thread: a download that is still running must not
+        # hold up the process's exit (asyncio.run waits for its default executor's threads).
+        threading.Thread(target=work, name=f"load {setting}", daemon=True).start()
+        try:
+            await asyncio.wait_for(finished.wait(), self.optional_model_wait_s)
+        except TimeoutError:
+            waiting = False
+            if finished.is_set():  # it finished while the wait was being cancelled
+                return
+            log.warning(
+                "%s: '%s' is still loading after %g s (a first download?); serving without "
+                "it until it is ready.",
+                setting,
+                model,
+                self.optional_model_wait_s,
+            )
+
+    def _gpu_stuck(self) -> None:
+        """The generation watchdog fired: exit non-zero so a supervisor restarts the bot."""
+        self.exit_code = 3
+        asyncio.get_running_loop().create_task(self.close())
 
     async def close(self) -> None:
         log.info("shutting down: finishing the running batch")
+        if self._retention is not None:
+            self._retention.cancel()
+        stuck = hasattr(self, "jobs") and self.jobs.stuck
         if hasattr(self, "jobs"):
             await self.jobs.stop()
-        await self.runner.close()
+        # A stuck GPU thread cannot be joined: leave it behind (python -m bot then exits hard).
+        await self.runner.close(wait=not stuck)
         if hasattr(self, "storage"):
             await self.storage.close()
         await super().close()
 
     # ------------------------------------------------------------------ services for the cogs
+    @property
+    def translation_available(self) -> bool:
+        """Whether Chinese prompts can be translated now (the translator is loaded)."""
+        return self.translator is not None and self.translator.enabled
+
     async def interpret(self, prompt: str) -> str | None:
         """English for the model when the prompt needs translating; None when it does not."""
         if self.translator is None or not self.translator.enabled:
@@ -125,10 +223,15 @@ class ImagineBot(commands.Bot):
         self, job: Job, images: Sequence[Any]
     ) -> tuple[list[bool], list[bool], list[str]] | None:
         """(spoiler, withheld, notes) per image, or None when no check applies."""
-        if self.safety is None or job.nsfw_channel or job.guild_id is None:
+        if self.safety is None or job.nsfw_channel:
             return None
-        settings = await self.storage.guild_settings(job.guild_id)
-        if settings.safety_mode == "off":
+        # DMs are ordinary channels: the default mode (spoiler) applies there.
+        mode = (
+            (await self.storage.guild_settings(job.guild_id)).safety_mode
+            if job.guild_id is not None
+            else "spoiler"
+        )
+        if mode == "off":
             return None
         verdicts = await asyncio.to_thread(self.safety.check, list(images))
         flagged = [v.flagged for v in verdicts]
@@ -138,9 +241,9 @@ class ImagineBot(commands.Bot):
             "job %s: %d image(s) flagged by the safety filter (%s)",
             job.id,
             sum(flagged),
-            settings.safety_mode,
+            mode,
         )
-        if settings.safety_mode == "withhold":
+        if mode == "withhold":
             note = f"{sum(flagged)} image(s) withheld by this server's safety filter."
             return [False] * len(flagged), flagged, [note]
         note = f"{sum(flagged)} image(s) hidden as spoilers by the safety filter."
@@ -155,6 +258,12 @@ class ImagineBot(commands.Bot):
     def attachment_limit(self, guild_id: int | None) -> int:
         """Per-file upload limit for results in this guild (10 MiB unless Discord said more)."""
         return self._attachment_limits.get(guild_id, DEFAULT_ATTACHMENT_LIMIT)
+
+    async def on_job_button(
+        self, interaction: discord.Interaction, action: str, job_id: int, index: int | None
+    ) -> None:
+        """Where ``JobButton`` clicks go (the button knows nothing of jobs or actions)."""
+        await handle_button(self, interaction, action, job_id, index)
 
     # ------------------------------------------------------------------ errors
     async def on_interaction(self, interaction: discord.Interaction) -> None:

@@ -173,6 +173,65 @@ MESSAGES: dict[str, dict[str, str]] = {
         SIMPLIFIED: "被安全过滤器隐藏的图片：{count} 张",
         TRADITIONAL: "被安全過濾器隱藏的圖片：{count} 張",
     },
+    # The floor (sexual content involving minors) is the same everywhere and cannot be changed
+    # by any server, so it gets its own answer rather than "blocked on this server".
+    "prompt_refused_floor": {
+        ENGLISH: "This prompt cannot be used anywhere: sexual content involving minors is "
+        "never generated.",
+        SIMPLIFIED: "此提示词在任何地方都不能使用：绝不生成涉及未成年人的性内容。",
+        TRADITIONAL: "此提示詞在任何地方都不能使用：絕不生成涉及未成年人的性內容。",
+    },
+    "translation_unavailable": {
+        ENGLISH: "Translation is unavailable right now, so your prompt was used as typed.",
+        SIMPLIFIED: "翻译功能暂不可用，已按原文使用你的提示词。",
+        TRADITIONAL: "翻譯功能暫不可用，已按原文使用你的提示詞。",
+    },
+    "translation_cut": {
+        ENGLISH: "Only the first {limit} characters were translated (the model reads about "
+        "77 tokens); the rest was left out.",
+        SIMPLIFIED: "只翻译了前 {limit} 个字符（模型大约只读 77 个词元），其余部分已省略。",
+        TRADITIONAL: "只翻譯了前 {limit} 個字元（模型大約只讀 77 個詞元），其餘部分已省略。",
+    },
+    "images_purged": {
+        ENGLISH: "The images of this set are no longer stored (old sets are cleaned up). "
+        "Use 🔄 or /imagine with its seed to make them again.",
+        SIMPLIFIED: "这组图片已不再保存（旧图片会被定期清理）。"
+        "可以用 🔄 或带种子的 /imagine 重新生成。",
+        TRADITIONAL: "這組圖片已不再保存（舊圖片會被定期清理）。"
+        "可以用 🔄 或帶種子的 /imagine 重新生成。",
+    },
+    "image_not_available": {
+        ENGLISH: "That image is not available.",
+        SIMPLIFIED: "这张图片不可用。",
+        TRADITIONAL: "這張圖片不可用。",
+    },
+    "share_not_allowed": {
+        ENGLISH: "Only the person who made these images (or a moderator) can share them.",
+        SIMPLIFIED: "只有生成这些图片的人（或管理员）才能分享。",
+        TRADITIONAL: "只有生成這些圖片的人（或管理員）才能分享。",
+    },
+    "share_nsfw": {
+        ENGLISH: "Images made in an age-restricted channel can only be shared to an "
+        "age-restricted showcase channel.",
+        SIMPLIFIED: "在年龄限制频道生成的图片只能分享到年龄限制的展示频道。",
+        TRADITIONAL: "在年齡限制頻道生成的圖片只能分享到年齡限制的展示頻道。",
+    },
+    "share_in_servers": {
+        ENGLISH: "Sharing works in servers only.",
+        SIMPLIFIED: "分享功能只能在服务器中使用。",
+        TRADITIONAL: "分享功能只能在伺服器中使用。",
+    },
+    "floor_not_removable": {
+        ENGLISH: "These words are part of the safety floor and cannot be unblocked: {terms}",
+        SIMPLIFIED: "这些词属于安全底线，不能解除屏蔽：{terms}",
+        TRADITIONAL: "這些詞屬於安全底線，不能解除封鎖：{terms}",
+    },
+    "generation_timed_out": {
+        ENGLISH: "The GPU did not finish this job in time. The bot is restarting; please try "
+        "again in a minute.",
+        SIMPLIFIED: "GPU 未能及时完成此任务，机器人正在重启，请稍后再试。",
+        TRADITIONAL: "GPU 未能及時完成此任務，機器人正在重新啟動，請稍後再試。",
+    },
     "cancelled": {
         ENGLISH: "Cancelled.",
         SIMPLIFIED: "已取消。",

@@ -15,13 +15,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot import render
 from bot.i18n import t
+from bot.image_files import ImageFiles
 from bot.queue import JobQueue, QueuedJob, QueueFull, UserLimitReached
 from bot.storage import Job, NewJob, Storage
 from engine import (
@@ -83,6 +83,18 @@ class _Edit:
     cancel_button: bool
     preview: Any = None
     interval: float = EDIT_INTERVAL
+
+
+@dataclass(frozen=True)
+class _PreparedFiles:
+    """A result's encoded files, numbered like its seeds (1-based), and the safety verdicts."""
+
+    indexes: tuple[int, ...]  # image numbers of ``blobs``; withheld numbers are missing
+    blobs: list[tuple[str, bytes]]
+    spoilers: list[bool]  # per blob
+    flagged: tuple[int, ...]
+    withheld: tuple[int, ...]
+    notes: list[str]
 
 
 @dataclass
@@ -153,10 +165,23 @@ def facts_for(
 class Jobs:
     """Accepts jobs, feeds the GPU from the fair queue, and posts results."""
 
-    def __init__(self, bot: ImagineBot, storage: Storage, queue: JobQueue):
+    def __init__(
+        self,
+        bot: ImagineBot,
+        storage: Storage,
+        queue: JobQueue,
+        files: ImageFiles,
+        *,
+        generation_timeout: float,
+        on_stuck: Callable[[], None],
+    ):
         self.bot = bot
         self.storage = storage
         self.queue = queue
+        self.files = files
+        self.generation_timeout = generation_timeout
+        self._on_stuck = on_stuck
+        self.stuck = False  # the watchdog fired: the GPU thread is stuck, take no more batches
         self.live: dict[int, LiveJob] = {}
         self._feeder: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -180,9 +205,12 @@ class Jobs:
         Raises:
             JobRejected: the queue or the user's share of it is full; nothing is queued.
         """
-        self._check_capacity(new.requester_id, per_user_limit, new.locale)
+        self.check_capacity(new.kind, new.requester_id, per_user_limit, new.locale)
         job = await self.storage.create_job(new)
         self.live[job.id] = LiveJob(job)
+        if await self._from_stored_image(job):
+            self._spawn(self._deliver_stored(job))
+            return job
         try:
             await self.queue.submit(self._queued(job), per_user_limit=per_user_limit)
         except (QueueFull, UserLimitReached) as exc:
@@ -207,8 +235,16 @@ class Jobs:
     def _default_per_user_limit(self) -> int:
         return getattr(self.queue, "per_user_limit", None) or self.bot.settings.queue_per_user
 
-    def _check_capacity(self, user_id: int, per_user_limit: int | None, locale: str | None) -> None:
-        # Fail before storing anything: the queue re-checks atomically on submit.
+    def check_capacity(
+        self, kind: str, user_id: int, per_user_limit: int | None, locale: str | None
+    ) -> None:
+        """Raise JobRejected when a new job of ``user_id`` would not fit in the queue.
+
+        Callers check before any slow work (translation); the queue re-checks atomically on
+        submit. Posting a stored image alone (U) takes no GPU time and is never refused.
+        """
+        if kind == "upscale":
+            return
         limit = per_user_limit or self._default_per_user_limit()
         max_size = getattr(self.queue, "max_size", None) or self.bot.settings.queue_max_jobs
         if len(self.queue) >= max_size:
@@ -250,6 +286,9 @@ class Jobs:
             live = LiveJob(job)
             live.ready.set()
             self.live[job.id] = live
+            if await self._from_stored_image(job):
+                self._spawn(self._deliver_stored(job))
+                continue
             try:
                 await self.queue.submit(self._queued(job), enforce_limits=False)
             except QueueFull:
@@ -264,9 +303,13 @@ class Jobs:
             # The feeder only stops between batches: the running batch is shielded from the
             # cancel, so wait for it (and the deliveries it spawns) before storage closes.
             self._feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._feeder
-        if self._batch is not None:
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the GPU feeder had stopped with an error")
+        if self._batch is not None and not self.stuck:
             await asyncio.gather(self._batch, return_exceptions=True)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -286,7 +329,14 @@ class Jobs:
             batch = await self.queue.next_batch(max_images)
             # Shielded: a shutdown waits for the running batch instead of abandoning it.
             self._batch = asyncio.ensure_future(self._run_batch(batch))
-            await asyncio.shield(self._batch)
+            try:
+                await asyncio.shield(self._batch)
+            except Exception:
+                # _run_batch fails its own jobs; this is the last net, so that no error
+                # (storage, files) ever stops the feeder and leaves later jobs queued forever.
+                log.exception("GPU batch %s: unexpected error", [q.job_id for q in batch])
+            if self.stuck:
+                return
 
     async def _run_batch(self, batch: Sequence[QueuedJob]) -> None:
         jobs: list[Job] = []
@@ -295,13 +345,21 @@ class Jobs:
             # The in-memory copy saves a database round trip per job while the GPU waits: a
             # job in a batch was queued a moment ago, and cancelling removes it from both.
             live = self.live.get(queued.job_id)
-            job = live.job if live is not None else await self.storage.get_job(queued.job_id)
-            if job is None or job.status not in ("queued", "running"):
-                continue
+            job = live.job if live is not None else None
             try:
+                job = job or await self.storage.get_job(queued.job_id)
+                if job is None or job.status not in ("queued", "running"):
+                    continue
                 request = request_for(job, await self._init_image(job))
             except JobRejected as exc:
+                assert job is not None
                 await self._fail(job, exc.user_message)
+                continue
+            except Exception:
+                # Storage or file trouble fails this job only; its batch-mates go on.
+                log.exception("job %s could not be prepared for the GPU", queued.job_id)
+                if job is not None:
+                    await self._fail(job, GENERIC_FAILURE)
                 continue
             self._running.add(job.id)
             jobs.append(job)
@@ -323,7 +381,12 @@ class Jobs:
         except Exception:
             log.exception("could not mark jobs %s running", [j.id for j in jobs])
         try:
-            results = await generation
+            results = await asyncio.wait_for(asyncio.shield(generation), self.generation_timeout)
+        except TimeoutError:
+            if generation.done():
+                raise
+            await self._gpu_stuck(jobs)
+            return
         except Exception as exc:
             self._busy_until = 0.0
             for job in jobs:
@@ -356,6 +419,26 @@ class Jobs:
             self._running.discard(job.id)
         self._spawn(self._deliver(job, result))
 
+    async def _gpu_stuck(self, jobs: Sequence[Job]) -> None:
+        """The watchdog: a batch ran past ``generation_timeout``.
+
+        A CUDA call cannot be interrupted from Python, so the GPU thread stays busy and no
+        later batch could run. Fail this batch's jobs (not re-run after the restart: they may
+        be what hangs the GPU), stop feeding and let the bot exit non-zero so a supervisor
+        restarts it; queued jobs stay stored and are recovered then.
+        """
+        self.stuck = True
+        log.critical(
+            "GPU batch %s still running after %.0f s (IMAGINE_GENERATION_TIMEOUT): failing it "
+            "and shutting down for a restart",
+            [job.id for job in jobs],
+            self.generation_timeout,
+        )
+        for job in jobs:
+            self._running.discard(job.id)
+            await self._fail(job, t("generation_timed_out", job.locale))
+        self._on_stuck()
+
     async def _engine_failed(self, job: Job, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
             log.warning("job %s: engine error: %s", job.id, exc)
@@ -372,13 +455,14 @@ class Jobs:
     async def _init_image(self, job: Job) -> bytes | None:
         if job.kind != "variation" or job.parent_job_id is None:
             return None
-        path = self.image_path(job.parent_job_id, job.parent_index or 1)
+        parent = await self.storage.get_job(job.parent_job_id)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            if parent is None:
+                raise FileNotFoundError(job.parent_job_id)
+            [(_, data)] = await self.load_images(parent, [job.parent_index or 1])
         except FileNotFoundError:
-            raise JobRejected(
-                "The source image of this variation is no longer stored; re-roll it instead."
-            ) from None
+            raise JobRejected(t("images_purged", job.locale)) from None
+        return data
 
     # ----------------------------------------------------------------------------- progress
     def _progress_for(self, jobs: Sequence[Job]) -> Callable[[StepProgress], None]:
@@ -580,17 +664,27 @@ class Jobs:
         live = self.live.get(job.id) or LiveJob(job)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.ready.wait(), timeout=10)
-        job = await self.storage.get_job(job.id) or job
-        if job.status == "cancelled":
-            return
         try:
-            blobs, spoilers, notes = await self._prepare_files(job, result)
-            await self.store_images(job.id, blobs)
-            job = dataclasses.replace(job, seeds=tuple(result.seeds))
-            notes = list(dict.fromkeys([*live.notes, *result.notes, *notes]))
+            job = await self.storage.get_job(job.id) or job
+            if job.status == "cancelled":
+                return
+            files = await self._prepare_files(job, result)
+            await self.files.save(job.id, files.blobs, indexes=files.indexes)
+            job = dataclasses.replace(
+                job, seeds=tuple(result.seeds), flagged=files.flagged, withheld=files.withheld
+            )
+            notes = list(dict.fromkeys([*live.notes, *result.notes, *files.notes]))
             await self._close_edits(live)
-            message = await self._publish(job, live, result.seconds, notes, blobs, spoilers)
-            await self.storage.mark_done(job.id, list(result.seeds), message.id)
+            message = await self._publish(
+                job, live, result.seconds, notes, files.blobs, files.spoilers
+            )
+            await self.storage.mark_done(
+                job.id,
+                list(result.seeds),
+                message.id,
+                flagged=files.flagged,
+                withheld=files.withheld,
+            )
             log.info(
                 "job %s done: seeds=%s size=%sx%s engine=%.2fs message=%s",
                 job.id,
@@ -606,22 +700,74 @@ class Jobs:
         finally:
             self.live.pop(job.id, None)
 
-    async def _prepare_files(
-        self, job: Job, result: GenerationResult
-    ) -> tuple[list[tuple[str, bytes]], list[bool], list[str]]:
+    async def _from_stored_image(self, job: Job) -> bool:
+        """Whether ``job`` is a U whose image is stored: it is posted without the GPU."""
+        if job.kind != "upscale" or job.parent_job_id is None:
+            return False
+        try:
+            return await self.files.has(job.parent_job_id, job.parent_index or 1)
+        except OSError:
+            log.exception("job %s: cannot look for its stored image", job.id)
+            return False
+
+    async def _deliver_stored(self, job: Job) -> None:
+        """Post a stored image of the parent set alone (U): read in place, never copied."""
+        live = self.live.get(job.id) or LiveJob(job)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.ready.wait(), timeout=10)
+        try:
+            job = await self.storage.get_job(job.id) or job
+            parent = await self.storage.get_job(job.parent_job_id or 0)
+            index = job.parent_index or 1
+            if job.status not in ("queued", "running") or parent is None:
+                return
+            blobs = await self.load_images(parent, [index])
+            flagged = (1,) if index in parent.flagged else ()
+            job = dataclasses.replace(job, seeds=(job.seed,), flagged=flagged)
+            await self._close_edits(live)
+            message = await self._publish(job, live, None, live.notes, blobs, [bool(flagged)])
+            await self.storage.mark_done(job.id, [job.seed], message.id, flagged=flagged)
+            log.info("job %s done: image %s of job %s posted alone", job.id, index, parent.id)
+        except FileNotFoundError:
+            # Purged since it was accepted: make it again from its seed like any job.
+            log.info("job %s: stored image gone; generating it from its seed", job.id)
+            with contextlib.suppress(QueueFull, UserLimitReached):
+                await self.queue.submit(self._queued(job), enforce_limits=False)
+                return
+            await self._fail(job, t("queue_full", job.locale))
+        except Exception:
+            log.exception("job %s: posting the stored image failed", job.id)
+            await self._fail(job, "The image could not be posted. Please retry.")
+        finally:
+            if self.queue.get(job.id) is None:
+                self.live.pop(job.id, None)
+
+    async def _prepare_files(self, job: Job, result: GenerationResult) -> _PreparedFiles:
         images = [g.image for g in result.images]
+        numbers = list(range(1, len(images) + 1))
         notes: list[str] = []
         spoilers = [False] * len(images)
+        withheld: list[bool] = [False] * len(images)
         safety = await self.bot.check_safety(job, images)
         if safety is not None:
             spoilers, withheld, safety_notes = safety
             notes += safety_notes
-            images = [img for img, w in zip(images, withheld, strict=True) if not w]
-            spoilers = [s for s, w in zip(spoilers, withheld, strict=True) if not w]
+        # A withheld image is neither posted nor stored, and keeps its number: the others stay
+        # next to their own seeds, files and U/V buttons.
+        kept = [i for i, w in zip(numbers, withheld, strict=True) if not w]
         limit = self.bot.attachment_limit(job.guild_id)
-        encoded = await self.bot.runner.encode(images, limit, stem=f"imagine_{job.id}")
+        encoded = await self.bot.runner.encode(
+            [images[i - 1] for i in kept], limit, stem=f"imagine_{job.id}", indexes=kept
+        )
         notes += [e.note for e in encoded if e.note][:1]
-        return [(e.filename, e.data) for e in encoded], spoilers, notes
+        return _PreparedFiles(
+            indexes=tuple(kept),
+            blobs=[(e.filename, e.data) for e in encoded],
+            spoilers=[spoilers[i - 1] for i in kept],
+            flagged=tuple(i for i, s in zip(numbers, spoilers, strict=True) if s),
+            withheld=tuple(i for i, w in zip(numbers, withheld, strict=True) if w),
+            notes=notes,
+        )
 
     async def _publish(
         self,
@@ -638,7 +784,7 @@ class Jobs:
         the interaction token has expired (jobs that waited past ~15 minutes) or was refused,
         or when the status message was deleted.
         """
-        view = render.result_view(job.id, job.count) if blobs else None
+        view = render.result_view(job.id, job.count, job.withheld) if blobs else None
         if job.status_message_id is not None and not live.message_gone:
             try:
                 return await self._edit_message(
@@ -666,59 +812,76 @@ class Jobs:
         return message
 
     async def _fail(self, job: Job, user_message: str) -> None:
-        live = self.live.pop(job.id, None)
-        await self._close_edits(live)
-        await self.storage.mark_failed(job.id, user_message)
-        log.info("job %s failed: %s", job.id, user_message)
-        text = f"⚠️ <@{job.requester_id}> {user_message}"
-        job = await self.storage.get_job(job.id) or job
-        if job.status_message_id and not (live and live.message_gone):
+        """Mark ``job`` failed and tell its requester; never raises (the feeder calls it)."""
+        live = self.live.get(job.id)
+        try:
+            if live is not None:
+                # A job can fail before its status message is attached: wait for it, so the
+                # failure is shown there and not as a stray message.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(live.ready.wait(), timeout=10)
+                job = live.job
+            self.live.pop(job.id, None)
+            await self._close_edits(live)
             try:
-                await self._edit_message(
-                    job, live, channel_fallback=False, content=text, attachments=[], view=None
-                )
-                return
-            except (discord.HTTPException, StatusMessageGone):
-                pass
-        with contextlib.suppress(discord.HTTPException):
+                await self.storage.mark_failed(job.id, user_message)
+            except Exception:
+                # E.g. "database or disk is full": still tell the user; after a restart the
+                # row (queued/running) is simply tried again.
+                log.exception("job %s: could not record its failure", job.id)
+            with contextlib.suppress(Exception):
+                job = await self.storage.get_job(job.id) or job
+            log.info("job %s failed: %s", job.id, user_message)
+            text = f"⚠️ <@{job.requester_id}> {render.escape_user_text(user_message)}"
+            if job.status_message_id and not (live and live.message_gone):
+                try:
+                    await self._edit_message(
+                        job, live, channel_fallback=False, content=text, attachments=[], view=None
+                    )
+                    return
+                except (discord.HTTPException, StatusMessageGone):
+                    pass
             await self._post(job, content=text, files=[], view=None, mention=True)
+        except Exception:
+            log.exception("job %s: could not tell the requester about the failure", job.id)
 
     # ----------------------------------------------------------------------------- files
-    def image_path(self, job_id: int, index: int) -> Path:
-        return self.bot.settings.images_dir / str(job_id) / f"{index}"
+    def _image_owner(self, job: Job) -> tuple[int, int | None]:
+        """Whose files hold ``job``'s images: a U made from a stored image reads its parent's
+        file in place (``(parent id, image number)``); every other job has its own set."""
+        if job.kind == "upscale" and job.parent_job_id is not None:
+            return job.parent_job_id, job.parent_index or 1
+        return job.id, None
 
-    async def store_images(self, job_id: int, blobs: Sequence[tuple[str, bytes]]) -> None:
-        """Keep a job's encoded files so U/V buttons and shares work later, even after restarts."""
+    async def load_images(self, job: Job, indexes: Sequence[int]) -> list[tuple[str, bytes]]:
+        """The stored files of ``job``'s images ``indexes`` (1-based), as (name, bytes).
 
-        def save() -> None:
-            folder = self.bot.settings.images_dir / str(job_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, (name, data) in enumerate(blobs, start=1):
-                (folder / f"{i}").write_bytes(data)
-                (folder / f"{i}.name").write_text(name)
+        Raises:
+            FileNotFoundError: (``ImagesPurged``) the set or one of the images is gone.
+        """
+        owner, index = self._image_owner(job)
+        if index is not None:
+            try:
+                return await self.files.load(job.id, indexes)  # made again from its seed
+            except FileNotFoundError:
+                return await self.files.load(owner, [index for _ in indexes])
+        return await self.files.load(owner, indexes)
 
-        await asyncio.to_thread(save)
+    async def has_image(self, job: Job, index: int) -> bool:
+        """Whether image ``index`` of ``job`` is still stored."""
+        owner, own_index = self._image_owner(job)
+        if own_index is not None and await self.files.has(job.id, index):
+            return True
+        return await self.files.has(owner, own_index or index)
 
-    async def load_images(self, job_id: int, indexes: Sequence[int]) -> list[tuple[str, bytes]]:
-        def load() -> list[tuple[str, bytes]]:
-            out = []
-            for i in indexes:
-                path = self.image_path(job_id, i)
-                name_path = path.with_name(f"{i}.name")
-                name = name_path.read_text() if name_path.exists() else f"imagine_{job_id}_{i}.png"
-                out.append((name, path.read_bytes()))
-            return out
-
-        return await asyncio.to_thread(load)
+    async def purge_images(self, job: Job) -> None:
+        """Remove ``job``'s own stored files (a U's parent set is left alone)."""
+        try:
+            await self.files.purge(job.id)
+        except OSError:
+            log.exception("job %s: could not remove its stored files", job.id)
 
     # ----------------------------------------------------------------------------- buttons
-    async def on_button(
-        self, interaction: discord.Interaction, action: str, job_id: int, index: int | None
-    ) -> None:
-        from bot.actions import handle_button
-
-        await handle_button(self, interaction, action, job_id, index)
-
     async def cancel(self, job: Job) -> bool:
         """Remove a queued job; False when it already started or finished."""
         if job.id in self._running or not self.queue.cancel(job.id):

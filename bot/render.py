@@ -49,6 +49,17 @@ def _escape(text: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
 
+def escape_user_text(text: str) -> str:
+    """Make text that may echo user input safe to post: no @everyone/@here or user/role
+    mention survives as a mention, even where allowed_mentions would let it ping."""
+    return discord.utils.escape_mentions(text)
+
+
+def _in_code(text: str) -> str:
+    # A prompt with backticks must not close the code block it is shown in.
+    return escape_user_text(text.replace("`", "ˋ"))
+
+
 def result_text(facts: ResultFacts, *, mention: bool = False) -> str:
     """The text posted with the images: prompt, seeds, size, steps, time and who asked."""
     lines = [f"**{_escape(shorten(facts.prompt, PROMPT_SHOWN))}**"]
@@ -84,12 +95,12 @@ def info_text(facts: ResultFacts, *, aspect_hint: str | None = None) -> str:
     lines = [
         f"Job {facts.job_id} ({facts.kind}) by <@{facts.requester_id}>",
         "```",
-        f"prompt:          {facts.prompt}",
+        f"prompt:          {_in_code(facts.prompt)}",
     ]
     if facts.interpreted_prompt and facts.interpreted_prompt != facts.prompt:
-        lines.append(f"interpreted as:  {facts.interpreted_prompt}")
+        lines.append(f"interpreted as:  {_in_code(facts.interpreted_prompt)}")
     lines += [
-        f"negative prompt: {facts.negative_prompt or '-'}",
+        f"negative prompt: {_in_code(facts.negative_prompt) or '-'}",
         f"seeds:           {', '.join(str(s) for s in facts.seeds) or '-'}",
         f"size:            {facts.width}x{facts.height}",
         f"steps:           {facts.steps}",
@@ -98,20 +109,24 @@ def info_text(facts: ResultFacts, *, aspect_hint: str | None = None) -> str:
     ]
     if facts.seeds:
         lines.append(
-            f"Reproduce image 1: `/imagine prompt:{shorten(facts.prompt, 300)} "
+            f"Reproduce image 1: `/imagine prompt:{_in_code(shorten(facts.prompt, 300))} "
             f"seed:{facts.seeds[0]}`" + (f" aspect_ratio:{aspect_hint}" if aspect_hint else "")
         )
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
-def result_view(job_id: int, count: int) -> discord.ui.View:
-    """Persistent buttons for a result: U1-U4, re-roll, V1-V4, share, delete."""
+def result_view(job_id: int, count: int, withheld: Sequence[int] = ()) -> discord.ui.View:
+    """Persistent buttons for a result: U1-U4, re-roll, V1-V4, share, delete.
+
+    Image numbers follow the seeds: a withheld image keeps its number and just has no U/V.
+    """
     view = discord.ui.View(timeout=None)
     if count > 1:
-        for i in range(1, count + 1):
+        shown = [i for i in range(1, count + 1) if i not in withheld]
+        for i in shown:
             view.add_item(JobButton("upscale", job_id, i, row=0))
         view.add_item(JobButton("reroll", job_id, row=0))
-        for i in range(1, count + 1):
+        for i in shown:
             view.add_item(JobButton("vary", job_id, i, row=1))
         view.add_item(JobButton("share", job_id, row=1))
         view.add_item(JobButton("delete", job_id, row=2))

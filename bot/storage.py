@@ -111,6 +111,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX shares_by_message ON shares(showcase_message_id);
     """,
+    # 2 -> 3: per-image safety verdicts, so a flagged image stays a spoiler when it is shared
+    # or posted alone (U), and a withheld one keeps its number (seed, file, buttons) in the set.
+    """
+    ALTER TABLE jobs ADD COLUMN flagged TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN withheld TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -191,6 +197,8 @@ class Job:
     reply_to_message_id: int | None = None
     images: tuple[str, ...] = ()
     nsfw_channel: bool = False
+    flagged: tuple[int, ...] = ()  # 1-based images the safety filter flagged (spoilered)
+    withheld: tuple[int, ...] = ()  # 1-based images the safety filter withheld (not stored)
 
     @property
     def model_prompt(self) -> str:
@@ -247,7 +255,7 @@ class GuildSettings:
         return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
 
 
-_JOB_JSON_COLUMNS = {"seeds", "images"}
+_JOB_JSON_COLUMNS = {"seeds", "images", "flagged", "withheld"}
 _JOB_BOOL_COLUMNS = {"raw", "nsfw_channel"}
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _SETTINGS_JSON_COLUMNS = ("allowed_channel_ids", "blocklist_add", "blocklist_remove")
@@ -417,6 +425,9 @@ class Storage:
         seeds: Iterable[int],
         result_message_id: int | None,
         images: Iterable[str] | None = None,
+        *,
+        flagged: Iterable[int] = (),
+        withheld: Iterable[int] = (),
     ) -> Job | None:
         """queued|running -> done with the seeds used and the result message.
 
@@ -424,6 +435,8 @@ class Storage:
             seeds: one seed per image, in order.
             result_message_id: the message with the images (None if it could not be posted).
             images: attachment URLs or file names, in order (optional).
+            flagged: 1-based indexes of images the safety filter flagged (shown as spoilers).
+            withheld: 1-based indexes of images the safety filter withheld (never posted).
 
         Returns:
             The updated job, or None when it does not exist or is already finished.
@@ -432,10 +445,13 @@ class Storage:
             job_id,
             "done",
             "finished_at = :now, error = NULL, seeds = :seeds, "
-            "result_message_id = :result_message_id, images = :images",
+            "result_message_id = :result_message_id, images = :images, "
+            "flagged = :flagged, withheld = :withheld",
             seeds=json.dumps([int(s) for s in seeds]),
             result_message_id=result_message_id,
             images=json.dumps([str(i) for i in images or ()]),
+            flagged=json.dumps(sorted(int(i) for i in flagged)),
+            withheld=json.dumps(sorted(int(i) for i in withheld)),
         )
 
     async def mark_failed(self, job_id: int, error: str) -> Job | None:
@@ -546,6 +562,18 @@ class Storage:
         return await self._fetch_share(
             "SELECT * FROM shares WHERE job_id = ? AND image_index = ?", (job_id, image_index)
         )
+
+    async def share_by_message(self, showcase_message_id: int) -> Share | None:
+        """The share posted as ``showcase_message_id``, or None."""
+        return await self._fetch_share(
+            "SELECT * FROM shares WHERE showcase_message_id = ?", (showcase_message_id,)
+        )
+
+    async def shared_job_ids(self) -> set[int]:
+        """Ids of jobs with at least one share (retention keeps their files longest)."""
+        async with self._db.execute("SELECT DISTINCT job_id FROM shares") as cursor:
+            rows = await cursor.fetchall()
+        return {int(row[0]) for row in rows}
 
     async def set_share_message(
         self, job_id: int, image_index: int, showcase_message_id: int | None

@@ -116,9 +116,14 @@ def fit_total(
     total_limit_bytes: int = DEFAULT_TOTAL_LIMIT,
     *,
     stem: str = "imagine",
+    indexes: Sequence[int] | None = None,
 ) -> list[EncodedImage]:
-    """Shrink the largest files of a set until the whole set fits ``total_limit_bytes``."""
+    """Shrink the largest files of a set until the whole set fits ``total_limit_bytes``.
+
+    ``indexes`` are the files' image numbers (default 1, 2, ...).
+    """
     out = list(encoded)
+    numbers = list(indexes) if indexes is not None else list(range(1, len(out) + 1))
     exhausted: set[int] = set()
     total_text = _describe_limit(total_limit_bytes)
     while sum(len(e.data) for e in out) > total_limit_bytes:
@@ -126,7 +131,7 @@ def fit_total(
         if not candidates:
             break
         largest = max(candidates, key=lambda i: len(out[i].data))
-        smaller = _smaller(images[largest], out[largest], stem, largest + 1, total_text)
+        smaller = _smaller(images[largest], out[largest], stem, numbers[largest], total_text)
         if smaller is None:
             exhausted.add(largest)
         else:

@@ -117,37 +117,51 @@ class EngineRunner:
         limit_bytes: int,
         total_limit_bytes: int = DEFAULT_TOTAL_LIMIT,
         stem: str = "imagine",
+        indexes: Sequence[int] | None = None,
     ) -> list[EncodedImage]:
         """Encode images to fit Discord's limits on the encoder pool, one task per image.
 
         The images of a set encode in parallel (and the jobs of a batch too); only when the
         set is over ``total_limit_bytes`` does one more pass shrink the largest files.
+        ``indexes`` numbers the files (``{stem}_{index}.png``) when they are not 1, 2, ...
         """
         loop = asyncio.get_running_loop()
         images = list(images)
+        numbers = list(indexes) if indexes is not None else list(range(1, len(images) + 1))
         encoded = await asyncio.gather(
             *(
                 loop.run_in_executor(
                     self._encoder,
                     functools.partial(encode_one, image, limit_bytes, stem=stem, index=index),
                 )
-                for index, image in enumerate(images, start=1)
+                for index, image in zip(numbers, images, strict=True)
             )
         )
         if sum(len(e.data) for e in encoded) > total_limit_bytes:
-            call = functools.partial(fit_total, images, encoded, total_limit_bytes, stem=stem)
+            call = functools.partial(
+                fit_total, images, encoded, total_limit_bytes, stem=stem, indexes=numbers
+            )
             encoded = await loop.run_in_executor(self._encoder, call)
         for item in encoded:
             if item.note:
                 log.info("%s: %s (%d bytes)", item.filename, item.note, len(item.data))
         return list(encoded)
 
-    async def close(self) -> None:
-        """Wait for the running batch to finish, then stop both thread pools."""
+    async def close(self, *, wait: bool = True) -> None:
+        """Wait for the running batch to finish, then stop both thread pools.
+
+        ``wait=False`` abandons a GPU thread that is stuck (the generation watchdog fired): it
+        cannot be interrupted, so the process has to exit without joining it.
+        """
         if self._closed:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
+        if not wait:
+            self._gpu.shutdown(wait=False, cancel_futures=True)
+            self._encoder.shutdown(wait=False, cancel_futures=True)
+            log.warning("engine runner abandoned with its GPU thread still busy")
+            return
         # shutdown(wait=True) blocks, so do it off the loop.
         await loop.run_in_executor(None, functools.partial(self._gpu.shutdown, wait=True))
         await loop.run_in_executor(None, functools.partial(self._encoder.shutdown, wait=True))

@@ -10,7 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.actions import Ask, handle_reply, start_from_interaction
+from bot.actions import Ask, handle_reply, is_age_restricted, start_from_interaction
+from bot.blocklist import is_floor_term
 from bot.i18n import COMMAND_TEXT, t
 from bot.jobs import facts_for
 from bot.storage import SAFETY_MODES
@@ -95,12 +96,20 @@ class Imagine(commands.Cog):
     @app_commands.command(name="info", description=COMMAND_TEXT["info"])
     @app_commands.describe(job="The job number shown under the images")
     async def info(self, interaction: discord.Interaction, job: int) -> None:
-        await self._send_info(interaction, await self.bot.storage.get_job(job))
+        found = await self.bot.storage.get_job(job)
+        await self._send_info(interaction, found if _may_see(found, interaction) else None)
 
     async def info_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
+        # The menu is used on a message the user can see: the job's result there, or its
+        # showcase post (which already shows the prompt and seeds).
         job = await self.bot.storage.job_by_message(message.id)
+        if job is None:
+            share = await self.bot.storage.share_by_message(message.id)
+            job = await self.bot.storage.get_job(share.job_id) if share else None
+        elif not _may_see(job, interaction):
+            job = None
         await self._send_info(interaction, job)
 
     async def _send_info(self, interaction: discord.Interaction, job) -> None:
@@ -160,6 +169,13 @@ class Imagine(commands.Cog):
             changes["blocklist_add"] = sorted({*current.blocklist_add, *added})
             changes["blocklist_remove"] = sorted(set(current.blocklist_remove) - set(added))
         if unblock:
+            floor = [term for term in _split_terms(unblock) if is_floor_term(term)]
+            if floor:
+                await interaction.response.send_message(
+                    t("floor_not_removable", interaction.locale, terms=", ".join(floor)),
+                    ephemeral=True,
+                )
+                return
             removed = _split_terms(unblock)
             changes["blocklist_remove"] = sorted({*current.blocklist_remove, *removed})
             changes["blocklist_add"] = sorted(
@@ -195,6 +211,18 @@ class Imagine(commands.Cog):
             await message.reply(
                 "Something went wrong with that reply; please try again.", mention_author=False
             )
+
+
+def _may_see(job, interaction: discord.Interaction) -> bool:
+    """Who may read a job's parameters: its requester anywhere; others only in the channel it
+    was made in, and a job from an age-restricted channel never outside one."""
+    if job is None:
+        return False
+    if job.requester_id == interaction.user.id:
+        return True
+    if job.channel_id != interaction.channel_id:
+        return False
+    return not job.nsfw_channel or is_age_restricted(interaction.channel)
 
 
 def _settings_text(settings, *, saved: bool) -> str:

@@ -147,13 +147,16 @@ async def test_share_to_showcase_once_and_settings_need_manage_server(bot_proces
         await bot.storage.guild_settings(world.guild.id)
     ).showcase_channel_id == world.showcase.id
 
-    shared = await standin.click(world.bob, result, star)
+    # Only the requester (or a moderator) may put a prompt on show.
+    nosy = await standin.click(world.bob, result, star)
+    assert (await nosy.wait_response(5)).content == t("share_not_allowed", "en-US")
+
+    shared = await standin.click(world.alice, result, star)
     await shared.wait_ack(3)
     posted = await standin.wait_for_message(
         lambda m: len(m.attachments) == 4, channel=world.showcase, timeout=10
     )
-    assert "a lighthouse" in posted.content and f"<@{world.bob.id}>" in posted.content
-    assert f"<@{world.alice.id}>" in posted.content
+    assert "a lighthouse" in posted.content and f"Shared by <@{world.alice.id}>" in posted.content
     assert [a.data for a in posted.attachments] == [a.data for a in result.attachments]
     note = await standin.wait_for_message(
         lambda m: m.interaction is shared and "showcase" in m.content.lower(), timeout=10

@@ -8,14 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from bot.settings import BotSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_bot(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "IMAGINE_"))}
+def run_bot(
+    tmp_path: Path, *, drop: tuple[str, ...] = (), **env: str
+) -> subprocess.CompletedProcess:
+    dropped = ("DISCORD_", "IMAGINE_", *drop)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     clean["PYTHONPATH"] = str(REPO)
     clean.update(env)
     return subprocess.run(
@@ -36,11 +40,96 @@ def test_missing_token_is_one_clear_line(tmp_path):
     )
 
 
-def test_bad_setting_names_the_setting(tmp_path):
-    done = run_bot(tmp_path, DISCORD_TOKEN="x", IMAGINE_RESOLUTION="huge")
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("IMAGINE_RESOLUTION", "huge"),  # an engine setting (env_prefix IMAGINE_)
+        ("IMAGINE_QUEUE_MAX_JOBS", "0"),  # a bot setting (validation alias)
+    ],
+)
+def test_bad_setting_names_the_environment_variable(tmp_path, variable, value):
+    done = run_bot(tmp_path, DISCORD_TOKEN="x", **{variable: value})
     assert done.returncode == 2
-    assert "RESOLUTION" in done.stderr and "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith(f"Bad setting: {variable}: "), done.stderr
+
+
+def test_settings_errors_name_variables_however_the_setting_was_given():
+    from bot.__main__ import _settings_error
+    from engine import EngineSettings
+
+    with pytest.raises(ValidationError) as bot_error:
+        BotSettings(_env_file=None, discord_token="x", queue_per_user=0, sync_guild_id="x")
+    assert _settings_error(bot_error.value) == (
+        "Bad setting: IMAGINE_QUEUE_PER_USER: Input should be greater than or equal to 1; "
+        "IMAGINE_SYNC_GUILD_ID: Input should be a valid integer, unable to parse string as an "
+        "integer"
+    )
+    with pytest.raises(ValidationError) as engine_error:
+        EngineSettings(_env_file=None, device="tpu")
+    assert _settings_error(engine_error.value).startswith("Bad setting: IMAGINE_DEVICE: ")
+    with pytest.raises(ValidationError) as nested_error:
+        BotSettings(_env_file=None, discord_token="x", engine={"steps": 0})
+    assert _settings_error(nested_error.value).startswith("Bad setting: IMAGINE_STEPS: ")
+
+
+def test_hub_settings_in_dotenv_reach_the_hub_client(tmp_path):
+    """HF_ENDPOINT (a hub mirror) given in .env is where `python -m bot` downloads from."""
+    from tests.engine.test_hub_endpoint import StandinHub
+
+    hub = StandinHub()
+    try:
+        (tmp_path / ".env").write_text(
+            "DISCORD_TOKEN=x\n"
+            f"HF_ENDPOINT={hub.url}\n"
+            "HF_HUB_OFFLINE=0\n"
+            "IMAGINE_MODEL=imagine-test/no-such-sdxl\n"
+            "IMAGINE_LORA=\nIMAGINE_VAE=\nIMAGINE_DEVICE=cpu\n"
+            "DISCORD_API_BASE=http://127.0.0.1:9/api/v10\n"
+            f"IMAGINE_DATA_DIR={tmp_path / 'data'}\n"
+        )
+        # The environment would win over .env: leave no HF_* setting in it but telemetry off.
+        done = run_bot(tmp_path, drop=("HF_", "TRANSFORMERS_OFFLINE"), HF_HUB_DISABLE_TELEMETRY="1")
+    finally:
+        hub.close()
+    assert done.returncode == 1, done.stderr
+    assert any("/imagine-test/no-such-sdxl" in path for path in hub.paths()), hub.paths()
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("Engine could not start:") and "no-such-sdxl" in line
+
+
+def test_environment_wins_over_dotenv_for_hub_settings(tmp_path, monkeypatch):
+    from bot.__main__ import _export_hub_settings
+
+    for key in ("HF_IMAGINE_TEST_FROM_FILE", "HF_IMAGINE_TEST_BOTH", "IMAGINE_TEST_NOT_HF"):
+        monkeypatch.setenv(key, "placeholder")  # so that monkeypatch restores them afterwards
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HF_IMAGINE_TEST_BOTH", "from-environment")
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "HF_IMAGINE_TEST_FROM_FILE=from-file\nHF_IMAGINE_TEST_BOTH=from-file\n"
+        "IMAGINE_TEST_NOT_HF=from-file\n"
+    )
+    _export_hub_settings(env_file)
+    assert os.environ["HF_IMAGINE_TEST_FROM_FILE"] == "from-file"
+    assert os.environ["HF_IMAGINE_TEST_BOTH"] == "from-environment"
+    assert "IMAGINE_TEST_NOT_HF" not in os.environ  # pydantic-settings reads those itself
+    _export_hub_settings(tmp_path / "missing.env")  # no .env: nothing to do
+
+
+def test_nothing_imports_the_hub_client_before_the_hub_settings_are_exported():
+    """`python -m bot` copies HF_* from .env in main(); the hub must not be imported by then."""
+    code = (
+        "import sys, bot.__main__, bot.client, bot.settings; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('huggingface_hub', 'transformers', 'diffusers', 'torch')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_settings_come_from_dotenv_and_the_token_is_never_shown(tmp_path, monkeypatch):

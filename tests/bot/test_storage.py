@@ -77,7 +77,7 @@ async def storage(db_path: Path, clock: FakeClock):
 
 async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
     assert db_path.exists()
-    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 3
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -138,8 +138,11 @@ async def test_status_transitions(storage: Storage, clock: FakeClock):
     assert running is not None
     assert running.status == "running" and running.started_at == clock.now
     clock.now += 3
-    done = await storage.mark_done(job.id, [42, 43, 44, 45], 999, images=["a.webp", "b.webp"])
+    done = await storage.mark_done(
+        job.id, [42, 43, 44, 45], 999, images=["a.webp", "b.webp"], flagged=[4, 2], withheld=[3]
+    )
     assert done is not None
+    assert done.flagged == (2, 4) and done.withheld == (3,)
     assert done.status == "done" and done.finished
     assert done.seeds == (42, 43, 44, 45)
     assert done.result_message_id == 999
@@ -343,12 +346,19 @@ async def test_migration_v1_to_v2_keeps_rows(db_path: Path, clock: FakeClock):
         assert fox.interpreted_prompt is None and fox.model_prompt == "a red fox"
         assert fox.raw is False and fox.nsfw_channel is False and fox.images == ()
         assert fox.interaction_token is None and fox.locale is None and fox.strength is None
+        # Columns added in v3 too.
+        assert fox.flagged == () and fox.withheld == ()
         assert [job.prompt for job in await store.unfinished_jobs()] == ["queued before upgrade"]
         settings = await store.guild_settings(2)
         assert settings.allowed_channel_ids == (3,) and settings.safety_mode == "off"
         assert settings.showcase_channel_id is None and settings.per_user_limit is None
         # The v2 table works on the upgraded database.
         assert await store.add_share(fox.id, 0, guild_id=2, showcase_channel_id=9, shared_by=1)
+        await store.set_share_message(fox.id, 0, 777)
+        assert (await store.share_by_message(777)).job_id == fox.id
+        assert await store.shared_job_ids() == {fox.id}
+        done = await store.mark_done(fox.id, [7, 8, 9, 10], 555, flagged=[3, 1], withheld=[2])
+        assert done is None  # already done: finished jobs do not move
         # New rows continue the id sequence.
         newer = await store.create_job(new_job())
         assert newer.id == 3
