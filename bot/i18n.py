@@ -182,9 +182,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         TRADITIONAL: "此提示詞在任何地方都不能使用：絕不生成涉及未成年人的性內容。",
     },
     "translation_unavailable": {
-        ENGLISH: "Translation is unavailable right now, so your prompt was used as typed.",
-        SIMPLIFIED: "翻译功能暂不可用，已按原文使用你的提示词。",
-        TRADITIONAL: "翻譯功能暫不可用，已按原文使用你的提示詞。",
+        ENGLISH: "Translation is not available, so your prompt was used as typed.",
+        SIMPLIFIED: "翻译功能不可用，已按原文使用你的提示词。",
+        TRADITIONAL: "翻譯功能不可用，已按原文使用你的提示詞。",
     },
     "translation_cut": {
         ENGLISH: "Only the first {limit} characters were translated (the model reads about "

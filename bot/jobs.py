@@ -61,6 +61,10 @@ class JobRejected(Exception):
         self.user_message = user_message
 
 
+class _GPUStuck(Exception):
+    """A GPU call ran past the generation watchdog's limit."""
+
+
 class StatusMessageGone(Exception):
     """The job's status message can no longer be edited (token expired or message deleted)."""
 
@@ -381,10 +385,8 @@ class Jobs:
         except Exception:
             log.exception("could not mark jobs %s running", [j.id for j in jobs])
         try:
-            results = await asyncio.wait_for(asyncio.shield(generation), self.generation_timeout)
-        except TimeoutError:
-            if generation.done():
-                raise
+            results = await self._watched(generation)
+        except _GPUStuck:
             await self._gpu_stuck(jobs)
             return
         except Exception as exc:
@@ -396,6 +398,8 @@ class Jobs:
                 # memory: the engine already retried in halves; single jobs may still fit.)
                 log.warning("batch of %d failed (%r); retrying jobs one by one", len(jobs), exc)
                 for job, request in zip(jobs, requests, strict=True):
+                    if self.stuck:  # the rest stay queued in storage for the restart
+                        break
                     await self._run_single(job, request)
                 return
             await self._engine_failed(jobs[0], exc)
@@ -408,10 +412,25 @@ class Jobs:
         for job, result in zip(jobs, results, strict=True):
             self._spawn(self._deliver(job, result))
 
+    async def _watched(self, generation: asyncio.Future) -> list[GenerationResult]:
+        """Await a GPU call under the watchdog; raise _GPUStuck past ``generation_timeout``."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(generation), self.generation_timeout)
+        except TimeoutError:
+            if generation.done():
+                raise  # the engine's own TimeoutError
+            raise _GPUStuck from None
+
     async def _run_single(self, job: Job, request: GenerationRequest) -> None:
         self._running.add(job.id)
         try:
-            [result] = await self.bot.runner.generate_batch([request], self._progress_for([job]))
+            generation = asyncio.ensure_future(
+                self.bot.runner.generate_batch([request], self._progress_for([job]))
+            )
+            [result] = await self._watched(generation)
+        except _GPUStuck:
+            await self._gpu_stuck([job])
+            return
         except Exception as exc:
             await self._engine_failed(job, exc)
             return

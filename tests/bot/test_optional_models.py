@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 
+from bot.i18n import t
 from tests.bot.test_conversation_e2e import imagine
 
 OPTIONAL_SETTINGS = ("IMAGINE_TRANSLATOR", "IMAGINE_SAFETY_MODEL", "IMAGINE_PREVIEW_VAE")
@@ -53,8 +54,10 @@ async def test_bot_serves_without_optional_models_that_cannot_load(
     # Served as typed: a Chinese prompt too.
     _, message = await imagine(standin, world.alice, world.general, prompt="一只猫, 8k")
     assert len(message.attachments) == 4
+    assert t("translation_unavailable", "en-US") in message.content  # the user is told
     _, message = await imagine(standin, world.alice, world.general, prompt="a red fox")
     assert len(message.attachments) == 4
+    assert t("translation_unavailable", "en-US") not in message.content
 
 
 class SlowTranslator:
