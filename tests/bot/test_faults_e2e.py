@@ -301,6 +301,9 @@ async def test_retention_removes_old_unshared_sets_and_u_regenerates_them(
 
     gone = await standin.click(world.alice, old, f"imagine:vary:{old_job.id}:1")
     assert (await gone.wait_response(5)).content == t("images_purged", "en-US")
+    star = await standin.click(world.alice, old, f"imagine:share:{old_job.id}")
+    assert (await star.wait_response(5)).content == t("images_purged", "en-US")
+    assert await bot.storage.get_share(old_job.id, 0) is None  # no half-made share is left
     _, single = await click_for_images(
         standin, world.alice, old, f"imagine:upscale:{old_job.id}:2", count=1
     )
