@@ -218,3 +218,19 @@ def test_unreachable_discord_is_one_clear_line(tmp_path, tiny_engine_settings):
         .splitlines()[-1]
         .startswith("Cannot reach Discord at http://127.0.0.1:9/api/v10")
     )
+
+
+def test_exit_after_the_watchdog_does_not_wait_for_the_stuck_gpu_thread():
+    """Exit status 3 leaves at once although a GPU-pool thread is still busy (a plain
+    sys.exit would join that thread at interpreter exit, i.e. hang with the GPU)."""
+    code = (
+        "import time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from bot.__main__ import EXIT_GPU_STUCK, _exit\n"
+        "ThreadPoolExecutor(1).submit(time.sleep, 600)\n"
+        "_exit(EXIT_GPU_STUCK)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3, done.stderr
