@@ -22,6 +22,12 @@ class ReplyCommand:
     bad_seed: str | None = None
 
 
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing printable in it (spaces, zero-width and other format or
+    control characters only): such a prompt is an empty prompt."""
+    return not any(ch.isprintable() and not ch.isspace() for ch in text)
+
+
 def strip_bot_mention(content: str, bot_id: int) -> str:
     """Drop a leading mention of the bot (``<@id>`` or ``<@!id>``); other mentions stay."""
     match = _MENTION.match(content)
@@ -62,7 +68,7 @@ def parse_reply(content: str) -> ReplyCommand:
             aspect = value or None
         prompt_parts.append(rest)
     text = " ".join(" ".join(prompt_parts).split())
-    prompt = None if text.casefold() in REROLL_WORDS else text
+    prompt = None if is_blank(text) or text.casefold() in REROLL_WORDS else text
     return ReplyCommand(
         prompt=prompt,
         seed=seed,

@@ -14,6 +14,7 @@ from bot.actions import Ask, handle_reply, is_age_restricted, start_from_interac
 from bot.blocklist import is_floor_term
 from bot.i18n import COMMAND_TEXT, t
 from bot.jobs import facts_for
+from bot.replies import is_blank
 from bot.storage import SAFETY_MODES
 from engine import ASPECT_RATIOS
 
@@ -59,7 +60,7 @@ class Imagine(commands.Cog):
         aspect_ratio: app_commands.Choice[str] | None = None,
         raw: bool = False,
     ) -> None:
-        if not prompt.strip():
+        if is_blank(prompt):
             await interaction.response.send_message(
                 t("empty_prompt", interaction.locale), ephemeral=True
             )

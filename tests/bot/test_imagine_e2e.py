@@ -104,6 +104,11 @@ async def test_bad_prompt_gets_ephemeral_error_and_bot_keeps_serving(bot_process
     reply = await bad.wait_response(5)
     assert reply.ephemeral and reply.content == t("empty_prompt", "en-US")
     assert not reply.attachments
+    # Nothing printable (zero-width space, word joiner, soft hyphen) is empty too.
+    invisible = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "\u200b\u2060\u00ad"}
+    )
+    assert (await invisible.wait_response(5)).content == t("empty_prompt", "en-US")
 
     good = await standin.slash_command(world.bob, world.general, "imagine", {"prompt": "a boat"})
     message = await standin.wait_for_message(

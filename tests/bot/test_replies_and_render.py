@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bot import render
 from bot.buttons import JobButton, custom_id
-from bot.replies import parse_reply, strip_bot_mention
+from bot.replies import ReplyCommand, is_blank, parse_reply, strip_bot_mention
 
 
 def test_reply_text_is_a_new_prompt_with_flags_anywhere():
@@ -122,3 +125,20 @@ def test_info_text_has_everything_to_reproduce():
         "seed:1",
     ):
         assert piece in text, piece
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_parse_reply_takes_any_text(text):
+    command = parse_reply(text)
+    assert isinstance(command, ReplyCommand)
+    if command.prompt is not None:
+        assert not is_blank(command.prompt) and command.prompt == command.prompt.strip()
+    assert command.seed is None or 0 <= command.seed < 2**32
+
+
+def test_a_prompt_with_nothing_printable_is_empty():
+    for text in ("", "   ", "\u200b", "\u200b \u2060\u00ad", "\t\n"):
+        assert is_blank(text), repr(text)
+        assert parse_reply(text).prompt is None  # a reply: re-roll
+    assert not is_blank("a") and not is_blank("猫") and not is_blank("\u200bfox")
