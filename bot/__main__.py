@@ -12,8 +12,6 @@ from pathlib import Path
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
-EXIT_GPU_STUCK = 3  # the generation watchdog fired (docs/storage-and-queue.md): restart me
-
 
 def _environment_name(model: str, loc: tuple[str | int, ...]) -> str:
     """The environment variable behind a pydantic error location (``IMAGINE_RESOLUTION``)."""
@@ -126,6 +124,8 @@ async def _run() -> int:
 
 
 def _exit(code: int) -> None:
+    from bot.client import EXIT_GPU_STUCK
+
     if code == EXIT_GPU_STUCK:
         # The stuck GPU thread cannot be joined, and interpreter exit would wait for it
         # forever: leave at once (everything is already stored and logged).

@@ -28,6 +28,7 @@ from engine import EngineError, EngineRunner
 log = logging.getLogger(__name__)
 
 DEFAULT_ATTACHMENT_LIMIT = 10 * 2**20
+EXIT_GPU_STUCK = 3  # the generation watchdog fired: restart me (docs/storage-and-queue.md)
 EXTENSIONS = ("bot.cogs.imagine",)
 
 
@@ -190,7 +191,7 @@ class ImagineBot(commands.Bot):
 
     def _gpu_stuck(self) -> None:
         """The generation watchdog fired: exit non-zero so a supervisor restarts the bot."""
-        self.exit_code = 3
+        self.exit_code = EXIT_GPU_STUCK
         asyncio.get_running_loop().create_task(self.close())
 
     async def close(self) -> None:
@@ -214,7 +215,7 @@ class ImagineBot(commands.Bot):
 
     async def interpret(self, prompt: str) -> str | None:
         """English for the model when the prompt needs translating; None when it does not."""
-        if self.translator is None or not self.translator.enabled:
+        if not self.translation_available:
             return None
         result = await asyncio.to_thread(self.translator.interpret, prompt)
         return result.text if result.translated else None

@@ -226,7 +226,8 @@ def test_exit_after_the_watchdog_does_not_wait_for_the_stuck_gpu_thread():
     code = (
         "import time\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
-        "from bot.__main__ import EXIT_GPU_STUCK, _exit\n"
+        "from bot.__main__ import _exit\n"
+        "from bot.client import EXIT_GPU_STUCK\n"
         "ThreadPoolExecutor(1).submit(time.sleep, 600)\n"
         "_exit(EXIT_GPU_STUCK)\n"
     )
