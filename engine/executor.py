@@ -97,7 +97,7 @@ class TicketExecutor:
                     continue
                 await self._finish(ticket, result, emit)
             return
-        images = sum(t.count for t in tickets)
+        images = sum(t.request.count for t in tickets)
         elapsed = time.perf_counter() - started
         self.seconds_per_image = 0.7 * self.seconds_per_image + 0.3 * elapsed / max(images, 1)
         pairs = zip(tickets, results, strict=True)
@@ -107,7 +107,7 @@ class TicketExecutor:
     async def _generate(self, tickets: list[Ticket], emit: Emit) -> list[GenerationResult]:
         pending: set[asyncio.Task] = set()
         progress = self._progress(tickets, emit, pending)
-        requests = [t.request() for t in tickets]
+        requests = [t.request for t in tickets]
         generation = asyncio.ensure_future(self.runner.generate_batch(requests, progress))
         try:
             return await asyncio.wait_for(asyncio.shield(generation), self.generation_timeout)

@@ -50,38 +50,14 @@ class Ticket:
 
     job_id: int
     user_id: int
-    prompt: str
-    seed: int
-    width: int
-    height: int
-    negative_prompt: str = ""
-    steps: int = 4
-    guidance: float = 1.0
-    count: int = 4
-    strength: float = 0.6
-    init_image: bytes | None = field(default=None, repr=False)
+    request: GenerationRequest
     safety: SafetyMode = "off"
     file_limit: int = DEFAULT_FILE_LIMIT
-
-    def request(self) -> GenerationRequest:
-        """The engine request this ticket runs."""
-        return GenerationRequest(
-            prompt=self.prompt,
-            seed=self.seed,
-            width=self.width,
-            height=self.height,
-            negative_prompt=self.negative_prompt,
-            steps=self.steps,
-            guidance=self.guidance,
-            count=self.count,
-            init_image=self.init_image,
-            strength=self.strength,
-        )
 
     @property
     def batch_key(self) -> tuple:
         """Tickets with equal keys can share one pipeline call."""
-        return self.request().batch_key
+        return self.request.batch_key
 
     @property
     def stem(self) -> str:
@@ -179,7 +155,8 @@ def _read(fields: Mapping[bytes, bytes], kind: str) -> dict:
 def ticket_to_fields(ticket: Ticket) -> dict[bytes, bytes]:
     """A ticket as a stream entry."""
     meta = asdict(ticket)
-    init = meta.pop("init_image")
+    init = meta["request"].pop("init_image")
+    meta["request"].pop("notes")  # shown by the bot, which made them; not the GPU's business
     fields = {b"v": str(SCHEMA_VERSION).encode(), b"type": b"ticket", b"meta": _json(meta)}
     if init is not None:
         fields[b"init"] = init
@@ -195,8 +172,9 @@ def ticket_from_fields(fields: Mapping[bytes, bytes]) -> Ticket:
     """
     meta = _read(fields, "ticket")
     try:
-        return Ticket(**meta, init_image=fields.get(b"init"))
-    except TypeError as exc:
+        request = GenerationRequest(**meta.pop("request"), init_image=fields.get(b"init"))
+        return Ticket(**meta, request=request)
+    except (TypeError, KeyError) as exc:
         raise WireError(f"bad ticket: {exc}", meta.get("job_id")) from None
 
 
