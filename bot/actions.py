@@ -17,12 +17,12 @@ import discord
 from bot import render
 from bot.blocklist import Refusal, check_prompt
 from bot.i18n import t
-from bot.jobs import JobRejected, facts_for
 from bot.replies import parse_reply, strip_bot_mention
-from bot.storage import GuildSettings, Job, NewJob
 from engine import InvalidRequest, make_request
 from engine.requests import SEED_LIMIT
 from engine.translation import needs_translation
+from lifecycle.service import JobRejected
+from lifecycle.storage import GuildSettings, Job, NewJob
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -458,7 +458,11 @@ async def _share(
         channel = bot.get_partial_messageable(
             settings.showcase_channel_id, guild_id=interaction.guild_id
         )
-        text = "⭐ " + render.result_text(facts_for(job)) + f"\nShared by <@{interaction.user.id}>"
+        text = (
+            "⭐ "
+            + render.result_text(render.facts_for(job))
+            + f"\nShared by <@{interaction.user.id}>"
+        )
         posted = await channel.send(
             content=text[: render.MESSAGE_LIMIT],
             # A flagged image stays a spoiler wherever it goes.

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -17,13 +17,17 @@ from discord.ext import commands
 from bot import blocklist
 from bot.actions import handle_button
 from bot.buttons import JobButton
-from bot.i18n import ImagineTranslator
-from bot.image_files import ImageFiles, run_retention
-from bot.jobs import Jobs
-from bot.queue import FairQueue
+from bot.delivery import DiscordSink
+from bot.i18n import ImagineTranslator, t
 from bot.settings import BotSettings
-from bot.storage import Job, Storage
 from engine import EngineError, EngineRunner
+from engine.executor import TicketExecutor
+from lifecycle.backend import Backend
+from lifecycle.image_files import ImageFiles, run_retention
+from lifecycle.local import LocalBackend
+from lifecycle.queue import FairQueue
+from lifecycle.service import JobService
+from lifecycle.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class ImagineBot(commands.Bot):
         self.runner = EngineRunner(self._load_engine)
         self.queue = FairQueue(settings.queue_max_jobs, settings.queue_per_user)
         self.storage: Storage
-        self.jobs: Jobs
+        self.jobs: JobService
         self.translator: Any = None
         self.safety: Any = None
         self._attachment_limits: dict[int | None, int] = {}
@@ -84,13 +88,16 @@ class ImagineBot(commands.Bot):
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = await Storage.open(self.settings.database_path)
         files = ImageFiles(self.settings.images_dir)
-        self.jobs = Jobs(
-            self,
+        self.jobs = JobService(
             self.storage,
             self.queue,
             files,
-            generation_timeout=self.settings.generation_timeout,
-            on_stuck=self._gpu_stuck,
+            self._backend(),
+            DiscordSink(self),
+            text=t,
+            file_limit=self.attachment_limit,
+            per_user_limit=self.settings.queue_per_user,
+            max_jobs=self.settings.queue_max_jobs,
         )
         self.add_dynamic_items(JobButton)
         if not self.runner.started:
@@ -112,6 +119,19 @@ class ImagineBot(commands.Bot):
             await self.tree.sync(guild=guild)
         await self.tree.sync()
         log.info("ready to serve: engine loaded, %d job(s) recovered", len(self.queue))
+
+    def _backend(self) -> Backend:
+        """Where tickets are generated: this process's GPU."""
+        executor = TicketExecutor(
+            self.runner,
+            safety=lambda: self.safety,
+            generation_timeout=self.settings.generation_timeout,
+        )
+        return LocalBackend(
+            executor,
+            max_batch_images=self.settings.engine.max_batch_images,
+            on_stuck=self._gpu_stuck,
+        )
 
     # How long start-up waits for an optional model (translator, safety classifier). A model
     # that is still loading then (a first download) is taken into use when it is ready.
@@ -219,36 +239,6 @@ class ImagineBot(commands.Bot):
             return None
         result = await asyncio.to_thread(self.translator.interpret, prompt)
         return result.text if result.translated else None
-
-    async def check_safety(
-        self, job: Job, images: Sequence[Any]
-    ) -> tuple[list[bool], list[bool], list[str]] | None:
-        """(spoiler, withheld, notes) per image, or None when no check applies."""
-        if self.safety is None or job.nsfw_channel:
-            return None
-        # DMs are ordinary channels: the default mode (spoiler) applies there.
-        mode = (
-            (await self.storage.guild_settings(job.guild_id)).safety_mode
-            if job.guild_id is not None
-            else "spoiler"
-        )
-        if mode == "off":
-            return None
-        verdicts = await asyncio.to_thread(self.safety.check, list(images))
-        flagged = [v.flagged for v in verdicts]
-        if not any(flagged):
-            return None
-        log.info(
-            "job %s: %d image(s) flagged by the safety filter (%s)",
-            job.id,
-            sum(flagged),
-            mode,
-        )
-        if mode == "withhold":
-            note = f"{sum(flagged)} image(s) withheld by this server's safety filter."
-            return [False] * len(flagged), flagged, [note]
-        note = f"{sum(flagged)} image(s) hidden as spoilers by the safety filter."
-        return flagged, [False] * len(flagged), [note]
 
     def note_attachment_limit(self, interaction: discord.Interaction) -> None:
         """Remember the upload limit Discord told us for this guild (it varies with boosts)."""

@@ -242,6 +242,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         SIMPLIFIED: "排队第 {position} 位，约 {eta} 后开始",
         TRADITIONAL: "排隊第 {position} 位，約 {eta} 後開始",
     },
+    "waiting_for_worker": {
+        ENGLISH: "#{position} in queue, waiting for a GPU worker to come online",
+        SIMPLIFIED: "排队第 {position} 位，正在等待 GPU 工作进程上线",
+        TRADITIONAL: "排隊第 {position} 位，正在等待 GPU 工作程序上線",
+    },
     "step_progress": {
         ENGLISH: "step {step}/{total}",
         SIMPLIFIED: "第 {step}/{total} 步",

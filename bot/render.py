@@ -13,6 +13,7 @@ import discord
 
 from bot.buttons import JobButton
 from bot.i18n import t
+from lifecycle.storage import Job
 
 MESSAGE_LIMIT = 2000
 PROMPT_SHOWN = 600
@@ -37,6 +38,27 @@ class ResultFacts:
     kind: str = "imagine"
     parent_index: int | None = None
     locale: str | None = None
+
+
+def facts_for(job: Job, seconds: float | None = None, notes: Sequence[str] = ()) -> ResultFacts:
+    """What the result message says about ``job``."""
+    return ResultFacts(
+        job_id=job.id,
+        requester_id=job.requester_id,
+        prompt=job.prompt,
+        interpreted_prompt=job.interpreted_prompt,
+        negative_prompt=job.negative_prompt or "",
+        seeds=tuple(job.seeds or ()),
+        width=job.width,
+        height=job.height,
+        steps=job.steps,
+        guidance=job.guidance,
+        seconds=seconds,
+        notes=tuple(notes),
+        kind=job.kind,
+        parent_index=job.parent_index,
+        locale=job.locale,
+    )
 
 
 def shorten(text: str, limit: int) -> str:
@@ -147,6 +169,11 @@ def cancel_view(job_id: int) -> discord.ui.View:
 def queued_text(position: int, eta_seconds: float | None, locale: str | None = None) -> str:
     eta = format_eta(eta_seconds or 0)
     return "⏳ " + t("queued", locale, position=position, eta=eta)
+
+
+def waiting_text(position: int, locale: str | None = None) -> str:
+    """A queued job's status while no GPU worker is online (Redis mode)."""
+    return "⏳ " + t("waiting_for_worker", locale, position=position)
 
 
 def progress_text(step: int, total: int, locale: str | None = None) -> str:

@@ -13,10 +13,9 @@ from bot import render
 from bot.actions import Ask, handle_reply, is_age_restricted, start_from_interaction
 from bot.blocklist import is_floor_term
 from bot.i18n import COMMAND_TEXT, t
-from bot.jobs import facts_for
 from bot.replies import is_blank
-from bot.storage import SAFETY_MODES
 from engine import ASPECT_RATIOS
+from lifecycle.storage import SAFETY_MODES
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -120,7 +119,7 @@ class Imagine(commands.Cog):
             )
             return
         await interaction.response.send_message(
-            render.info_text(facts_for(job)),
+            render.info_text(render.facts_for(job)),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -93,9 +93,11 @@ class BotProcess:
         """Stop without any graceful shutdown, like ``kill -9``: tasks just stop existing."""
         assert self.bot is not None and self.task is not None
         bot = self.bot
-        if bot.jobs._feeder is not None:
-            bot.jobs._feeder.cancel()
-        for task in list(bot.jobs._tasks):
+        jobs = bot.jobs
+        for task in [jobs._dispatcher, jobs._watcher, getattr(jobs.backend, "_batch", None)]:
+            if task is not None:
+                task.cancel()
+        for task in list(jobs._tasks):
             task.cancel()
         self.task.cancel()
         with contextlib.suppress(BaseException):

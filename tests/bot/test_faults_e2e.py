@@ -48,7 +48,7 @@ async def test_a_file_error_outside_the_engine_fails_only_its_job(bot_process, s
     assert len(later.attachments) == 4
 
 
-async def test_a_storage_error_fails_only_its_job_and_the_feeder_goes_on(
+async def test_a_storage_error_fails_only_its_job_and_the_dispatcher_goes_on(
     bot_process, standin, world, monkeypatch
 ):
     bot = await bot_process.start()
@@ -76,7 +76,7 @@ async def test_a_storage_error_fails_only_its_job_and_the_feeder_goes_on(
 
     _, later = await imagine(standin, world.bob, world.general, prompt="a later fox")
     assert len(later.attachments) == 4
-    assert not bot.jobs._feeder.done()
+    assert not bot.jobs._dispatcher.done()
     await bot_process.stop()  # does not re-raise anything
 
 
@@ -90,7 +90,7 @@ async def test_the_watchdog_fails_a_stuck_batch_and_exits_non_zero(
     bot = await bot_process.start(settings, load_engine=lambda: slow)
     ix = await standin.slash_command(world.alice, world.general, "imagine", {"prompt": "a hang"})
     await ix.wait_ack(3)
-    with caplog.at_level(logging.CRITICAL, logger="bot.jobs"):
+    with caplog.at_level(logging.CRITICAL, logger="engine.executor"):
         failed = await standin.wait_for_message(
             lambda m: m.interaction is ix and "⚠️" in m.content, timeout=30
         )

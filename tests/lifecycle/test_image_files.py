@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.image_files import ImageFiles, ImagesPurged, SweepReport, run_retention
+from lifecycle.image_files import ImageFiles, ImagesPurged, SweepReport, run_retention
 
 NOW = 1_700_000_000.0
 DAY = 86400.0
@@ -206,7 +206,7 @@ async def test_sweep_survives_junk(
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", flaky_scandir)
-    with caplog.at_level(logging.WARNING, logger="bot.image_files"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.image_files"):
         report = await files.sweep(max_age_s=30 * DAY, max_total_bytes=None, protected=(), now=NOW)
     monkeypatch.undo()
     assert report.removed == (1, 14)
@@ -258,7 +258,7 @@ async def test_run_retention_sweeps_repeatedly_and_survives_errors(
     async def on_sweep(report: SweepReport) -> None:
         reports.append(report)
 
-    with caplog.at_level(logging.INFO, logger="bot.image_files"):
+    with caplog.at_level(logging.INFO, logger="lifecycle.image_files"):
         task = asyncio.create_task(
             run_retention(files, settings, shared, interval_s=0.01, on_sweep=on_sweep)  # type: ignore[arg-type]
         )

@@ -20,10 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bot.settings import BotSettings
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -308,9 +305,19 @@ class ImageFiles:
         return sets, freed
 
 
+class RetentionSettings(Protocol):
+    """The limits a retention sweep keeps to (the bot's settings have them)."""
+
+    @property
+    def retention_max_age_s(self) -> float | None: ...
+
+    @property
+    def retention_max_bytes(self) -> int | None: ...
+
+
 async def run_retention(
     files: ImageFiles,
-    settings: BotSettings,
+    settings: RetentionSettings,
     protected: Callable[[], Awaitable[Collection[int]]],
     *,
     interval_s: float = 3600.0,

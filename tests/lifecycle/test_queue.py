@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from bot.queue import FairQueue, JobQueue, QueuedJob, QueueFull, UserLimitReached
+from lifecycle.queue import FairQueue, JobQueue, QueuedJob, QueueFull, UserLimitReached
 
 KEY_A = ("a prompt shape", 1024, 1024, 4)
 KEY_B = ("another shape", 832, 1216, 4)

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.storage import (
+from lifecycle.storage import (
     INTERACTION_TOKEN_LIFETIME_S,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -411,7 +411,7 @@ def test_job_and_new_job_fields_match_the_table():
     ],
 )
 def test_modules_stay_free_of_discord_and_torch(module: str, forbidden: set[str]):
-    source = Path(__file__).resolve().parents[2] / "bot" / f"{module}.py"
+    source = Path(__file__).resolve().parents[2] / "lifecycle" / f"{module}.py"
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -423,7 +423,7 @@ def test_modules_stay_free_of_discord_and_torch(module: str, forbidden: set[str]
 
 KILLED_WRITER = """
 import asyncio, os, signal, sys
-from bot.storage import NewJob, Storage
+from lifecycle.storage import NewJob, Storage
 
 async def main(path):
     store = await Storage.open(path)
