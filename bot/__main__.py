@@ -82,7 +82,7 @@ def _startup_error(exc: BaseException, settings) -> str | None:
 
 
 async def _run() -> int:
-    from bot.client import ImagineBot, point_discord_py_at
+    from bot.client import create_bot, point_discord_py_at
     from bot.settings import BotSettings
 
     try:
@@ -91,7 +91,7 @@ async def _run() -> int:
         print(_settings_error(exc), file=sys.stderr)
         return 2
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
-    bot = ImagineBot(settings)
+    bot = create_bot(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

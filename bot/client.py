@@ -76,6 +76,7 @@ class ImagineBot(commands.Bot):
         self.safety: Any = None
         self._attachment_limits: dict[int | None, int] = {}
         self._retention: asyncio.Task | None = None
+        self._ops: Any = None  # engine.monitoring.OpsServer when IMAGINE_METRICS_PORT is set
         self.exit_code = 0  # what `python -m bot` exits with (3: the GPU watchdog fired)
         self.tree.on_error = self.on_app_command_error
 
@@ -109,6 +110,15 @@ class ImagineBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.jobs.start()
+        if self.settings.metrics_port:
+            from engine.monitoring import OpsServer
+
+            self._ops = await OpsServer.start(
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                self.jobs.metrics.registry,
+                self.health,
+            )
         self._retention = asyncio.create_task(
             run_retention(files, self.settings, self.storage.shared_job_ids),
             name="imagine-retention",
@@ -209,6 +219,19 @@ class ImagineBot(commands.Bot):
                 self.optional_model_wait_s,
             )
 
+    def health(self) -> dict[str, object]:
+        """What ``/healthz`` says: ok while connected to Discord and the GPU is not stuck
+        (no worker online is not a fault of the bot: jobs wait for one)."""
+        backend = self.jobs.backend
+        return {
+            "ok": self.is_ready() and not self.is_closed() and not self.jobs.stuck,
+            "discord": self.is_ready() and not self.is_closed(),
+            "backend": backend.name,
+            "gpu_available": backend.available,
+            "gpus": backend.gpus if backend.available else 0,
+            "queued": len(self.queue),
+        }
+
     def _gpu_stuck(self) -> None:
         """The generation watchdog fired: exit non-zero so a supervisor restarts the bot."""
         self.exit_code = EXIT_GPU_STUCK
@@ -218,6 +241,8 @@ class ImagineBot(commands.Bot):
         log.info("shutting down: finishing the running batch")
         if self._retention is not None:
             self._retention.cancel()
+        if self._ops is not None:
+            await self._ops.close()
         stuck = hasattr(self, "jobs") and self.jobs.stuck
         if hasattr(self, "jobs"):
             await self.jobs.stop()
@@ -286,3 +311,14 @@ class ImagineBot(commands.Bot):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("unhandled error in %s", event_method)
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """ImagineBot over discord.py's AutoShardedBot: as many gateway connections as Discord
+    recommends (``IMAGINE_AUTO_SHARD``; Discord requires sharding above 2,500 servers)."""
+
+
+def create_bot(settings: BotSettings, **options: Any) -> ImagineBot:
+    """The bot ``settings`` ask for: sharded or not."""
+    cls = ShardedImagineBot if settings.auto_shard else ImagineBot
+    return cls(settings, **options)

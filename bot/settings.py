@@ -55,6 +55,15 @@ class BotSettings(BaseSettings):
         ge=1,
         validation_alias=AliasChoices("IMAGINE_GENERATION_TIMEOUT", "generation_timeout"),
     )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, validation_alias=AliasChoices("IMAGINE_METRICS_PORT", "metrics_port")
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", validation_alias=AliasChoices("IMAGINE_METRICS_HOST", "metrics_host")
+    )
+    auto_shard: bool = Field(
+        False, validation_alias=AliasChoices("IMAGINE_AUTO_SHARD", "auto_shard")
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
 
     @property

@@ -24,6 +24,7 @@ from engine.requests import GenerationRequest
 from engine.tickets import Event, Failed, Finished, Progress, SafetyMode, Started, Ticket
 from lifecycle.backend import Backend
 from lifecycle.image_files import ImageFiles
+from lifecycle.metrics import JobMetrics
 from lifecycle.queue import JobQueue, QueuedJob, QueueFull, UserLimitReached
 from lifecycle.storage import Job, NewJob, Storage
 
@@ -102,6 +103,14 @@ def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
 
 
 @dataclass
+class _Batch:
+    """A batch that started on a GPU: its size, and whether its GPU time was counted."""
+
+    images: int
+    timed: bool = False
+
+
+@dataclass
 class _Live:
     """In-memory companion of an unfinished job: whether its status message is attached yet,
     and the notes to show with its result."""
@@ -124,6 +133,7 @@ class JobService:
         file_limit: most bytes per result file in a guild (its upload limit).
         per_user_limit: default most queued jobs per user.
         max_jobs: most queued jobs.
+        metrics: what operators see on /metrics (a fresh set when not given).
     """
 
     def __init__(
@@ -138,6 +148,7 @@ class JobService:
         file_limit: Callable[[int | None], int],
         per_user_limit: int,
         max_jobs: int,
+        metrics: JobMetrics | None = None,
     ):
         self.storage = storage
         self.queue = queue
@@ -148,9 +159,12 @@ class JobService:
         self._file_limit = file_limit
         self._per_user_limit = per_user_limit
         self._max_jobs = max_jobs
+        self.metrics = metrics or JobMetrics()
         self.live: dict[int, _Live] = {}
         self.batches: list[tuple[int, ...]] = []  # job ids per released batch (recent; tests)
         self._released: set[int] = set()  # handed to the backend, no outcome yet
+        self._running: set[int] = set()  # started on a GPU, no outcome yet
+        self._batch_of: dict[int, _Batch] = {}  # running job -> its GPU batch
         self._delivering: set[int] = set()  # an outcome is being stored/posted
         self._marking: dict[int, asyncio.Task] = {}  # "running" writes in flight
         self._tasks: set[asyncio.Task] = set()
@@ -180,6 +194,7 @@ class JobService:
         self.check_capacity(new.kind, new.requester_id, per_user_limit, new.locale)
         job = await self.storage.create_job(new)
         self.live[job.id] = _Live(job)
+        self.metrics.accepted(job.kind)
         if await self._from_stored_image(job):
             self._spawn(self._deliver_stored(job))
             return job
@@ -266,7 +281,7 @@ class JobService:
             try:
                 await self.queue.submit(self._queued(job), enforce_limits=False)
             except QueueFull:
-                await self._fail(job, RESTART_QUEUE_FULL)
+                await self._fail(job, RESTART_QUEUE_FULL, "restart")
         self.queue.subscribe(self._schedule_positions)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatcher")
         self._watcher = asyncio.create_task(self._watch_availability(), name="imagine-gpu-watch")
@@ -320,6 +335,7 @@ class JobService:
         self.batches = [*self.batches[-199:], ids]
         self._released.update(ids)
         await self.backend.release(tickets)
+        self._update_gauges()
         self._schedule_positions()
 
     async def _ticket(self, queued: QueuedJob) -> Ticket | None:
@@ -342,11 +358,11 @@ class JobService:
             )
         except JobRejected as exc:
             assert job is not None
-            await self._fail(job, exc.user_message)
+            await self._fail(job, exc.user_message, "purged")
         except Exception:
             log.exception("job %s could not be prepared for the GPU", queued.job_id)
             if job is not None:
-                await self._fail(job, GENERIC_FAILURE)
+                await self._fail(job, GENERIC_FAILURE, "prepare")
         return None
 
     async def _safety_mode(self, job: Job) -> SafetyMode:
@@ -386,7 +402,10 @@ class JobService:
             log.exception("event %r could not be handled", event)
 
     def _started(self, event: Started) -> None:
+        batch = _Batch(sum(self._count(j) for j in event.job_ids))
         for job_id in event.job_ids:
+            self._batch_of[job_id] = batch
+            self._running.add(job_id)
             if job_id in self._marking or job_id in self._delivering:
                 continue
             # Not awaited: the "running" write (an fsync) overlaps with the GPU's work.
@@ -394,6 +413,27 @@ class JobService:
             self._marking[job_id] = task
             task.add_done_callback(lambda _t, j=job_id: self._marking.pop(j, None))
         log.debug("batch %s started on %s", event.job_ids, event.worker)
+        self._update_gauges()
+
+    def _count(self, job_id: int) -> int:
+        live = self.live.get(job_id)
+        return live.job.count if live is not None else 0
+
+    def _outcome(self, job_id: int, gpu_seconds: float | None = None) -> None:
+        """A job's outcome arrived: it no longer holds GPU room; time its batch once."""
+        self._released.discard(job_id)
+        self._running.discard(job_id)
+        batch = self._batch_of.pop(job_id, None)
+        # Every job of a batch carries the batch's GPU time: count it once.
+        if batch is not None and gpu_seconds is not None and not batch.timed and batch.images:
+            batch.timed = True
+            self.metrics.batch(batch.images, gpu_seconds)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        running = len(self._running)
+        self.metrics.queue(len(self.queue), len(self._released) - running, running)
+        self.metrics.workers(self.backend.gpus if self.backend.available else 0)
 
     async def _mark_running(self, job_id: int) -> None:
         try:
@@ -418,7 +458,7 @@ class JobService:
         return job
 
     async def _finished(self, event: Finished) -> None:
-        self._released.discard(event.job_id)
+        self._outcome(event.job_id, event.seconds)
         if event.job_id in self._delivering:
             log.info("job %s: outcome arrived twice; posting it once", event.job_id)
             return
@@ -436,12 +476,12 @@ class JobService:
         except Exception:
             self._delivering.discard(job.id)
             log.exception("job %s: storing its images failed", job.id)
-            await self._fail(job, NOT_POSTED)
+            await self._fail(job, NOT_POSTED, "store")
             return
         self._spawn(self._deliver(job, event))
 
     async def _failed(self, event: Failed) -> None:
-        self._released.discard(event.job_id)
+        self._outcome(event.job_id)
         if event.job_id in self._delivering:
             return
         job = await self._current(event.job_id)
@@ -450,7 +490,7 @@ class JobService:
         message = event.user_message
         if event.reason == "timeout":
             message = self._text("generation_timed_out", job.locale)
-        await self._fail(job, message)
+        await self._fail(job, message, event.reason)
 
     # ----------------------------------------------------------------------------- delivery
     async def _ready(self, job: Job) -> tuple[_Live, Job]:
@@ -485,6 +525,7 @@ class JobService:
                 flagged=result.flagged,
                 withheld=result.withheld,
             )
+            self.metrics.posted(job.kind, time.time() - job.created_at)
             log.info(
                 "job %s done: seeds=%s size=%sx%s engine=%.2fs worker=%s message=%s",
                 job.id,
@@ -497,7 +538,7 @@ class JobService:
             )
         except Exception:
             log.exception("job %s: delivery failed", job.id)
-            await self._fail(job, NOT_POSTED)
+            await self._fail(job, NOT_POSTED, "post")
         finally:
             self._delivering.discard(job.id)
             self.live.pop(job.id, None)
@@ -526,6 +567,7 @@ class JobService:
             await self.sink.close(job.id)
             message_id = await self.sink.publish(job, None, live.notes, blobs, [bool(flagged)])
             await self.storage.mark_done(job.id, [job.seed], message_id, flagged=flagged)
+            self.metrics.posted(job.kind, time.time() - job.created_at)
             log.info("job %s done: image %s of job %s posted alone", job.id, index, parent.id)
         except FileNotFoundError:
             # Purged since it was accepted: make it again from its seed like any job.
@@ -533,16 +575,20 @@ class JobService:
             with contextlib.suppress(QueueFull, UserLimitReached):
                 await self.queue.submit(self._queued(job), enforce_limits=False)
                 return
-            await self._fail(job, self._text("queue_full", job.locale))
+            await self._fail(job, self._text("queue_full", job.locale), "queue_full")
         except Exception:
             log.exception("job %s: posting the stored image failed", job.id)
-            await self._fail(job, STORED_NOT_POSTED)
+            await self._fail(job, STORED_NOT_POSTED, "post")
         finally:
             if self.queue.get(job.id) is None:
                 self.live.pop(job.id, None)
 
-    async def _fail(self, job: Job, user_message: str) -> None:
-        """Mark ``job`` failed and tell its requester; never raises."""
+    async def _fail(self, job: Job, user_message: str, reason: str) -> None:
+        """Mark ``job`` failed and tell its requester; never raises.
+
+        ``reason``: a short code for the metrics (engine, timeout, post, ...).
+        """
+        self.metrics.failed(reason)
         live = self.live.get(job.id)
         try:
             if live is not None:
@@ -649,6 +695,7 @@ class JobService:
         elif not self.queue.cancel(job.id):
             return False
         self.live.pop(job.id, None)
+        self._update_gauges()
         # The caller's "cancelled" edit must land last, and it has a 3 s deadline to meet.
         await self.sink.close(job.id, timeout=1.0)
         self.sink.forget(job.id)

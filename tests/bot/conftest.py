@@ -59,11 +59,11 @@ class BotProcess:
         self.task: asyncio.Task | None = None
 
     async def start(self, settings: BotSettings | None = None, **options) -> ImagineBot:
-        from bot.client import point_discord_py_at
+        from bot.client import create_bot, point_discord_py_at
 
         settings = settings or self.settings
         point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
-        self.bot = ImagineBot(settings, guild_ready_timeout=0.05, **{**self.options, **options})
+        self.bot = create_bot(settings, guild_ready_timeout=0.05, **{**self.options, **options})
         self.task = asyncio.create_task(self.bot.start(settings.discord_token.get_secret_value()))
         await self._wait_ready()
         return self.bot

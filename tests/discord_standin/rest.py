@@ -329,7 +329,7 @@ class RestApi:
     async def get_gateway_bot(self, record: RecordedRequest, body: ParsedBody) -> Result:
         return 200, {
             "url": self.standin.gateway_url,
-            "shards": 1,
+            "shards": self.standin.recommended_shards,
             "session_start_limit": {
                 "total": 1000,
                 "remaining": 999,

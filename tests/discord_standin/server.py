@@ -76,6 +76,7 @@ class DiscordStandin:
         self.require_token = require_token
         self.enforce_message_content = enforce_message_content
         self.bot_user = User(new_snowflake(), bot_name, bot=True)
+        self.recommended_shards = 1  # what GET /gateway/bot tells an auto-sharded client
         self.application_id = self.bot_user.id  # modern apps: application id == bot user id
         self.owner = User(new_snowflake(), "app-owner")
         encoded_id = base64.urlsafe_b64encode(str(self.bot_user.id).encode()).decode().rstrip("=")
