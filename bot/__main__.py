@@ -102,7 +102,8 @@ async def _run() -> int:
     try:
         # Load the model before logging in: a missing model or too little GPU memory is
         # reported at once, without touching Discord.
-        await bot.runner.start()
+        if not settings.uses_workers:  # with workers, the GPU is theirs: no model here
+            await bot.runner.start()
         runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
         await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if runner.done():

@@ -101,9 +101,14 @@ class ImagineBot(commands.Bot):
             max_jobs=self.settings.queue_max_jobs,
         )
         self.add_dynamic_items(JobButton)
-        if not self.runner.started:
+        if not self.runner.started and not self.settings.uses_workers:
             await self.runner.start()  # loads the model on the GPU thread; the loop stays free
-        await asyncio.gather(self._load_translator(), self._load_safety())
+        # Translation runs here in both modes; the image classifier runs next to generation
+        # (on the workers when there are workers).
+        loading = [self._load_translator()]
+        if not self.settings.uses_workers:
+            loading.append(self._load_safety())
+        await asyncio.gather(*loading)
         # The word segmenter loads its dictionary once (~1 s): not on the first prompt.
         await asyncio.to_thread(blocklist.warm_up)
         await self.tree.set_translator(ImagineTranslator())
@@ -131,7 +136,16 @@ class ImagineBot(commands.Bot):
         log.info("ready to serve: engine loaded, %d job(s) recovered", len(self.queue))
 
     def _backend(self) -> Backend:
-        """Where tickets are generated: this process's GPU."""
+        """Where tickets are generated: GPU workers over Redis when ``IMAGINE_QUEUE_URL`` is
+        set, else this process's GPU."""
+        if self.settings.uses_workers:
+            from engine.streams import StreamKeys, connect
+            from lifecycle.redis_backend import RedisBackend
+
+            return RedisBackend(
+                connect(self.settings.queue_url.get_secret_value()),
+                keys=StreamKeys(self.settings.queue_prefix),
+            )
         executor = TicketExecutor(
             self.runner,
             safety=lambda: self.safety,

@@ -64,7 +64,19 @@ class BotSettings(BaseSettings):
     auto_shard: bool = Field(
         False, validation_alias=AliasChoices("IMAGINE_AUTO_SHARD", "auto_shard")
     )
+    queue_url: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("IMAGINE_QUEUE_URL", "queue_url")
+    )
+    queue_prefix: str = Field(
+        "imagine", validation_alias=AliasChoices("IMAGINE_QUEUE_PREFIX", "queue_prefix")
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @property
+    def uses_workers(self) -> bool:
+        """Whether GPU workers do the generating (``IMAGINE_QUEUE_URL`` is set): then this
+        process loads no image model."""
+        return bool(self.queue_url.get_secret_value())
 
     @property
     def database_path(self) -> Path:

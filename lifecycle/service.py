@@ -162,7 +162,7 @@ class JobService:
         self.metrics = metrics or JobMetrics()
         self.live: dict[int, _Live] = {}
         self.batches: list[tuple[int, ...]] = []  # job ids per released batch (recent; tests)
-        self._released: set[int] = set()  # handed to the backend, no outcome yet
+        self._released: dict[int, None] = {}  # handed to the backend, no outcome yet (in order)
         self._running: set[int] = set()  # started on a GPU, no outcome yet
         self._batch_of: dict[int, _Batch] = {}  # running job -> its GPU batch
         self._delivering: set[int] = set()  # an outcome is being stored/posted
@@ -265,15 +265,19 @@ class JobService:
     async def start(self) -> None:
         """Start the backend, take back what a previous run accepted and did not finish, and
         start releasing work."""
-        await self.backend.start(self._on_event)
-        adopted = self.backend.in_flight()
-        for job in await self.storage.unfinished_jobs():
-            log.info("job %s recovered after restart (was %s)", job.id, job.status)
+        unfinished = await self.storage.unfinished_jobs()
+        for job in unfinished:
+            # Known before the backend starts: an outcome it delivers at once finds its job.
             live = _Live(job)
             live.ready.set()
             self.live[job.id] = live
-            if job.id in adopted:
-                self._released.add(job.id)  # its ticket is still with the workers
+        await self.backend.start(self._on_event)
+        for job in unfinished:
+            if job.id not in self.live or job.id in self._delivering:
+                continue  # its outcome came in while the backend started
+            log.info("job %s recovered after restart (was %s)", job.id, job.status)
+            if job.id in self.backend.in_flight():
+                self._released[job.id] = None  # its ticket is still with the workers
                 continue
             if await self._from_stored_image(job):
                 self._spawn(self._deliver_stored(job))
@@ -333,7 +337,7 @@ class JobService:
             return
         ids = tuple(t.job_id for t in tickets)
         self.batches = [*self.batches[-199:], ids]
-        self._released.update(ids)
+        self._released.update(dict.fromkeys(ids))
         await self.backend.release(tickets)
         self._update_gauges()
         self._schedule_positions()
@@ -421,7 +425,7 @@ class JobService:
 
     def _outcome(self, job_id: int, gpu_seconds: float | None = None) -> None:
         """A job's outcome arrived: it no longer holds GPU room; time its batch once."""
-        self._released.discard(job_id)
+        self._released.pop(job_id, None)
         self._running.discard(job_id)
         batch = self._batch_of.pop(job_id, None)
         # Every job of a batch carries the batch's GPU time: count it once.
@@ -632,13 +636,19 @@ class JobService:
         per_image = self.backend.seconds_per_image / max(self.backend.gpus, 1)
         ahead = 0
         busy_for = self.backend.busy_for()
-        # One pass over the order: position and ETA for all queued jobs in O(n).
-        for position, job_id in enumerate(self.queue.order(), start=1):
-            queued = self.queue.get(job_id)
+        # Released tickets that wait for a worker's GPU come first (they can still be
+        # cancelled); then the queue. One pass: position and ETA for all jobs in O(n).
+        waiting_released = [j for j in self._released if j not in self._running]
+        order = [*waiting_released, *self.queue.order()]
+        for position, job_id in enumerate(order, start=1):
             live = self.live.get(job_id)
-            eta = busy_for + ahead * per_image
-            ahead += queued.images if queued is not None else 0
-            if live is None or not live.ready.is_set():
+            if job_id in self._released:
+                eta = 0.0  # part of the backend's busy time already
+            else:
+                queued = self.queue.get(job_id)
+                eta = busy_for + ahead * per_image
+                ahead += queued.images if queued is not None else 0
+            if live is None or not live.ready.is_set() or job_id in self._delivering:
                 continue
             self.sink.show_queued(live.job, position, eta, waiting=waiting)
 
@@ -646,7 +656,8 @@ class JobService:
         """Re-show positions when a GPU comes or goes (e.g. the last worker stopped)."""
         while True:
             await asyncio.sleep(AVAILABILITY_POLL)
-            if len(self.queue) and self.backend.available != self._shown_available:
+            shown = len(self.queue) or len(self._released) > len(self._running)
+            if shown and self.backend.available != self._shown_available:
                 self._schedule_positions()
 
     # ----------------------------------------------------------------------------- files
@@ -691,7 +702,7 @@ class JobService:
         if job.id in self._released:
             if not await self.backend.cancel(job.id):
                 return False
-            self._released.discard(job.id)
+            self._released.pop(job.id, None)
         elif not self.queue.cancel(job.id):
             return False
         self.live.pop(job.id, None)

@@ -138,3 +138,47 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("measured rates")
         for name, line in rates.items():
             terminalreporter.write_line(f"{name}: {line}")
+
+
+# ------------------------------------------------------------------------------- Redis
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """A Redis that tests may use but not flush or restart: the machine's at 127.0.0.1:6379
+    when it runs, else a throwaway server for this test session."""
+    from redis_support import MACHINE_REDIS, RedisServer, answers_ping
+
+    if answers_ping(*MACHINE_REDIS):
+        host, port = MACHINE_REDIS
+        yield f"redis://{host}:{port}/0"
+        return
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def queue_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test's own, so that tests sharing a Redis never meet."""
+    import uuid
+
+    return f"imagine-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):
+    """A ``redis-server`` of this test's own, which the test may flush, kill or restart."""
+    from redis_support import RedisServer
+
+    try:
+        server = RedisServer(tmp_path / "redis").start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -94,7 +94,11 @@ class BotProcess:
         assert self.bot is not None and self.task is not None
         bot = self.bot
         jobs = bot.jobs
-        for task in [jobs._dispatcher, jobs._watcher, getattr(jobs.backend, "_batch", None)]:
+        backend_tasks = [
+            getattr(jobs.backend, "_batch", None),
+            *getattr(jobs.backend, "_tasks", []),
+        ]
+        for task in [jobs._dispatcher, jobs._watcher, *backend_tasks]:
             if task is not None:
                 task.cancel()
         for task in list(jobs._tasks):
@@ -107,6 +111,10 @@ class BotProcess:
             await discord.Client.close(bot)
         with contextlib.suppress(Exception):
             await bot.storage.close()
+        redis = getattr(jobs.backend, "redis", None)
+        if redis is not None:  # a dead process's connections just drop
+            with contextlib.suppress(Exception):
+                await redis.aclose()
         bot.runner._gpu.shutdown(wait=True, cancel_futures=True)
         self.bot = None
         self.task = None

@@ -154,7 +154,10 @@ def test_env_example_lists_every_setting():
     keys = {
         line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")
     }
+    from engine.worker import WorkerSettings
+
     engine_keys = {f"IMAGINE_{name.upper()}" for name in EngineSettings.model_fields}
+    engine_keys |= {f"IMAGINE_{name.upper()}" for name in WorkerSettings.model_fields}
     bot_keys = set()
     for name, field in BotSettings.model_fields.items():
         if name == "engine":
