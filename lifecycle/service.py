@@ -656,6 +656,7 @@ class JobService:
         """Re-show positions when a GPU comes or goes (e.g. the last worker stopped)."""
         while True:
             await asyncio.sleep(AVAILABILITY_POLL)
+            self._update_gauges()  # workers come and go while nothing else changes
             shown = len(self.queue) or len(self._released) > len(self._running)
             if shown and self.backend.available != self._shown_available:
                 self._schedule_positions()

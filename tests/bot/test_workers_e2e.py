@@ -17,10 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
 from tests.bot.test_queue_e2e import attached, finished_job, job_of, result_messages
+from tests.redis_support import free_port
 
 pytestmark = pytest.mark.timeout(300)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,12 +60,12 @@ class Workers:
         }
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str) -> subprocess.Popen:
+    def start(self, name: str, **env: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"{name}.log", "ab")  # noqa: SIM115 (the process owns it)
         process = subprocess.Popen(
             [sys.executable, "-m", "engine.worker"],
             cwd=self.tmp_path,  # no .env of the repository's
-            env={**self.env, "IMAGINE_WORKER_NAME": name},
+            env={**self.env, "IMAGINE_WORKER_NAME": name, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -177,13 +179,25 @@ async def test_two_workers_serve_several_users_in_fair_order(
             interactions.append(
                 await imagine(standin, user, world.general, f"{user.name} {k}", 10 * k)
             )
-    for name in ("w1", "w2"):
-        workers.start(name)
+    metrics_port = free_port()
+    workers.start("w1")
+    workers.start("w2", IMAGINE_METRICS_PORT=str(metrics_port))
     jobs = await posted_once(bot, standin, interactions, workers)
     released = [job_id for batch in bot.jobs.batches for job_id in batch]
     owners = {job.id: job.requester_id for job in jobs}
     for start in (0, 3, 6):  # a, b, m, a, b, m, ... not a, a, a, b, ...
         assert {owners[j] for j in released[start : start + 3]} == {u.id for u in users}
+    # w2's own operator endpoints count what it made.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            metrics = await response.text()
+        async with http.get(f"http://127.0.0.1:{metrics_port}/healthz") as response:
+            health = await response.json()
+    made = re.search(r'imagine_worker_tickets_total\{outcome="finished"\} (\d+)', metrics)
+    assert made and int(float(made.group(1))) == len(
+        re.findall(r"worker w2: job \d+ finished", workers.log("w2"))
+    )
+    assert health["ok"] and health["name"] == "w2"
     # SIGTERM: a worker finishes what it holds, says goodbye and exits 0.
     w1 = workers.processes.pop("w1")
     w1.terminate()
@@ -287,7 +301,24 @@ async def test_without_a_worker_the_status_says_so_and_the_job_runs_when_one_sta
         standin.describe,
     )
     workers.start("w1")
-    await posted_once(bot, standin, [ix], workers)
+    [job] = await posted_once(bot, standin, [ix], workers)
+    # V1 on the result: the variation's ticket carries image 1 to the worker (img2img there).
+    [result] = result_messages(standin, job.id)
+    click = await standin.click(world.alice, result, f"imagine:vary:{job.id}:1")
+    await click.wait_ack(3)
+    varied = await standin.wait_for_message(
+        lambda m: m.interaction is click and len(m.attachments) == 4 and not m.ephemeral,
+        timeout=90,
+    )
+    assert all(a.data.startswith(PNG) for a in varied.attachments)
+    [child] = [j for j in await bot.storage.recent_jobs(world.alice.id) if j.kind == "variation"]
+    assert child.parent_job_id == job.id
+    for _ in range(50):  # marked done right after it is posted
+        if (await bot.storage.get_job(child.id)).status == "done":
+            break
+        await asyncio.sleep(0.1)
+    assert (await bot.storage.get_job(child.id)).status == "done"
+    assert re.search(rf"worker w1: job {child.id} finished", workers.log("w1"))
 
 
 async def test_cancel_of_a_released_ticket(bot_process, bot_settings, standin, world, workers):
