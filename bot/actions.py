@@ -460,7 +460,7 @@ async def _share(
         )
         text = (
             "⭐ "
-            + render.result_text(render.facts_for(job))
+            + render.result_text(job)
             + f"\nShared by <@{interaction.user.id}>"
         )
         posted = await channel.send(

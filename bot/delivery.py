@@ -277,14 +277,13 @@ class DiscordSink:
         state.job = job
         blobs = list(files)
         view = render.result_view(job.id, job.count, job.withheld) if blobs else None
-        facts = render.facts_for(job, seconds, notes)
         if job.status_message_id is not None and not state.message_gone:
             try:
                 message = await self._edit_message(
                     job,
                     state,
                     channel_fallback=False,
-                    content=render.result_text(facts),
+                    content=render.result_text(job, seconds=seconds, notes=notes),
                     attachments=render.image_files(blobs, spoilers),
                     view=view,
                 )
@@ -293,7 +292,7 @@ class DiscordSink:
                 log.info("job %s: posting the result as a new message (%s)", job.id, exc)
         message = await self._post(
             job,
-            content=render.result_text(facts, mention=True),
+            content=render.result_text(job, seconds=seconds, notes=notes, mention=True),
             files=render.image_files(blobs, spoilers),
             view=view,
             mention=True,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import discord
 
@@ -17,48 +16,6 @@ from lifecycle.storage import Job
 
 MESSAGE_LIMIT = 2000
 PROMPT_SHOWN = 600
-
-
-@dataclass(frozen=True)
-class ResultFacts:
-    """What the result message says about a finished generation."""
-
-    job_id: int
-    requester_id: int
-    prompt: str
-    interpreted_prompt: str | None
-    negative_prompt: str
-    seeds: tuple[int, ...]
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    seconds: float | None
-    notes: tuple[str, ...] = ()
-    kind: str = "imagine"
-    parent_index: int | None = None
-    locale: str | None = None
-
-
-def facts_for(job: Job, seconds: float | None = None, notes: Sequence[str] = ()) -> ResultFacts:
-    """What the result message says about ``job``."""
-    return ResultFacts(
-        job_id=job.id,
-        requester_id=job.requester_id,
-        prompt=job.prompt,
-        interpreted_prompt=job.interpreted_prompt,
-        negative_prompt=job.negative_prompt or "",
-        seeds=tuple(job.seeds or ()),
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        guidance=job.guidance,
-        seconds=seconds,
-        notes=tuple(notes),
-        kind=job.kind,
-        parent_index=job.parent_index,
-        locale=job.locale,
-    )
 
 
 def shorten(text: str, limit: int) -> str:
@@ -82,57 +39,65 @@ def _in_code(text: str) -> str:
     return escape_user_text(text.replace("`", "ˋ"))
 
 
-def result_text(facts: ResultFacts, *, mention: bool = False) -> str:
-    """The text posted with the images: prompt, seeds, size, steps, time and who asked."""
-    lines = [f"**{_escape(shorten(facts.prompt, PROMPT_SHOWN))}**"]
-    if facts.interpreted_prompt and facts.interpreted_prompt != facts.prompt:
-        shown = f"*{_escape(shorten(facts.interpreted_prompt, 400))}*"
-        lines.append(t("interpreted_as", facts.locale, text=shown))
-        lines.append(f"-# {t('translation_bypass_hint', facts.locale)}")
-    if facts.negative_prompt:
-        lines.append(f"Negative: {_escape(shorten(facts.negative_prompt, 200))}")
-    seeds = " · ".join(str(s) for s in facts.seeds)
-    label = "Seed" if len(facts.seeds) == 1 else "Seeds"
+def result_text(
+    job: Job,
+    *,
+    seconds: float | None = None,
+    notes: Sequence[str] = (),
+    mention: bool = False,
+) -> str:
+    """The text posted with ``job``'s images: prompt, seeds, size, steps, time (``seconds`` of
+    GPU work, when known), who asked, and ``notes``."""
+    lines = [f"**{_escape(shorten(job.prompt, PROMPT_SHOWN))}**"]
+    if job.interpreted_prompt and job.interpreted_prompt != job.prompt:
+        shown = f"*{_escape(shorten(job.interpreted_prompt, 400))}*"
+        lines.append(t("interpreted_as", job.locale, text=shown))
+        lines.append(f"-# {t('translation_bypass_hint', job.locale)}")
+    if job.negative_prompt:
+        lines.append(f"Negative: {_escape(shorten(job.negative_prompt, 200))}")
+    seeds = tuple(job.seeds or ())
+    label = "Seed" if len(seeds) == 1 else "Seeds"
     parts = [
-        f"{label} {seeds}",
-        f"{facts.width}×{facts.height}",
-        f"{facts.steps} steps",
-        f"guidance {facts.guidance:g}",
+        f"{label} {' · '.join(str(s) for s in seeds)}",
+        f"{job.width}×{job.height}",
+        f"{job.steps} steps",
+        f"guidance {job.guidance:g}",
     ]
-    if facts.seconds is not None:
-        parts.append(f"{facts.seconds:.1f} s")
-    parts.append(f"asked by <@{facts.requester_id}>")
-    if facts.kind == "upscale" and facts.parent_index:
-        parts.append(f"image {facts.parent_index} of job {facts.job_id}")
-    lines.append(" · ".join(parts) + f" · job {facts.job_id}")
-    lines.extend(f"-# {_escape(note)}" for note in facts.notes)
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s")
+    parts.append(f"asked by <@{job.requester_id}>")
+    if job.kind == "upscale" and job.parent_index:
+        parts.append(f"image {job.parent_index} of job {job.id}")
+    lines.append(" · ".join(parts) + f" · job {job.id}")
+    lines.extend(f"-# {_escape(note)}" for note in notes)
     text = "\n".join(lines)
     if mention:
-        text = f"<@{facts.requester_id}> your images are ready.\n" + text
+        text = f"<@{job.requester_id}> your images are ready.\n" + text
     return text[:MESSAGE_LIMIT]
 
 
-def info_text(facts: ResultFacts, *, aspect_hint: str | None = None) -> str:
-    """Every parameter needed to reproduce a job, as a copyable block."""
+def info_text(job: Job, *, aspect_hint: str | None = None) -> str:
+    """Every parameter needed to reproduce ``job``, as a copyable block."""
+    seeds = tuple(job.seeds or ())
     lines = [
-        f"Job {facts.job_id} ({facts.kind}) by <@{facts.requester_id}>",
+        f"Job {job.id} ({job.kind}) by <@{job.requester_id}>",
         "```",
-        f"prompt:          {_in_code(facts.prompt)}",
+        f"prompt:          {_in_code(job.prompt)}",
     ]
-    if facts.interpreted_prompt and facts.interpreted_prompt != facts.prompt:
-        lines.append(f"interpreted as:  {_in_code(facts.interpreted_prompt)}")
+    if job.interpreted_prompt and job.interpreted_prompt != job.prompt:
+        lines.append(f"interpreted as:  {_in_code(job.interpreted_prompt)}")
     lines += [
-        f"negative prompt: {_in_code(facts.negative_prompt) or '-'}",
-        f"seeds:           {', '.join(str(s) for s in facts.seeds) or '-'}",
-        f"size:            {facts.width}x{facts.height}",
-        f"steps:           {facts.steps}",
-        f"guidance:        {facts.guidance:g}",
+        f"negative prompt: {_in_code(job.negative_prompt or '') or '-'}",
+        f"seeds:           {', '.join(str(s) for s in seeds) or '-'}",
+        f"size:            {job.width}x{job.height}",
+        f"steps:           {job.steps}",
+        f"guidance:        {job.guidance:g}",
         "```",
     ]
-    if facts.seeds:
+    if seeds:
         lines.append(
-            f"Reproduce image 1: `/imagine prompt:{_in_code(shorten(facts.prompt, 300))} "
-            f"seed:{facts.seeds[0]}`" + (f" aspect_ratio:{aspect_hint}" if aspect_hint else "")
+            f"Reproduce image 1: `/imagine prompt:{_in_code(shorten(job.prompt, 300))} "
+            f"seed:{seeds[0]}`" + (f" aspect_ratio:{aspect_hint}" if aspect_hint else "")
         )
     return "\n".join(lines)[:MESSAGE_LIMIT]
 

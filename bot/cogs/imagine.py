@@ -119,7 +119,7 @@ class Imagine(commands.Cog):
             )
             return
         await interaction.response.send_message(
-            render.info_text(render.facts_for(job)),
+            render.info_text(job),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from bot import render
 from bot.buttons import JobButton, custom_id
 from bot.replies import ReplyCommand, is_blank, parse_reply, strip_bot_mention
+from lifecycle.storage import Job
 
 
 def test_reply_text_is_a_new_prompt_with_flags_anywhere():
@@ -45,26 +46,31 @@ def test_only_the_bots_own_leading_mention_is_stripped():
     assert strip_bot_mention("a red <@123> car", 123) == "a red <@123> car"
 
 
-def facts(**changes) -> render.ResultFacts:
+def facts(**changes) -> Job:
+    """A finished job as the result message shows it."""
     base = dict(
-        job_id=7,
+        id=7,
+        kind="imagine",
         requester_id=42,
+        channel_id=1,
         prompt="a red fox",
+        seed=1,
+        width=1024,
+        height=1024,
+        status="done",
+        created_at=0.0,
         interpreted_prompt=None,
         negative_prompt="",
         seeds=(1, 2, 3, 4),
-        width=1024,
-        height=1024,
         steps=4,
         guidance=1.0,
-        seconds=1.234,
     )
     base.update(changes)
-    return render.ResultFacts(**base)
+    return Job(**base)
 
 
 def test_result_text_shows_prompt_seeds_size_steps_time_and_requester():
-    text = render.result_text(facts())
+    text = render.result_text(facts(), seconds=1.234)
     assert "a red fox" in text
     assert "Seeds 1 · 2 · 3 · 4" in text
     assert "1024×1024" in text and "4 steps" in text and "1.2 s" in text
@@ -77,8 +83,8 @@ def test_result_text_stays_within_discord_limit_for_huge_prompts():
             prompt="word " * 3000,
             negative_prompt="bad " * 2000,
             interpreted_prompt="x " * 3000,
-            notes=("n " * 500,),
-        )
+        ),
+        notes=("n " * 500,),
     )
     assert len(text) <= 2000
     assert "…" in text
