@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ATTACHMENT_LIMIT = 10 * 2**20
 EXIT_GPU_STUCK = 3  # the generation watchdog fired: restart me (docs/storage-and-queue.md)
-EXTENSIONS = ("bot.cogs.imagine",)
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.library", "bot.cogs.server_settings")
 
 
 def point_discord_py_at(api_base: str, gateway_url: str) -> None:

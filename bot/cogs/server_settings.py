@@ -1,0 +1,127 @@
+"""A server's own rules: /imagine-settings (showcase, safety, channels, blocklist, limits)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.blocklist import is_floor_term
+from bot.i18n import COMMAND_TEXT, t
+from lifecycle.storage import SAFETY_MODES
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+log = logging.getLogger(__name__)
+
+SAFETY_CHOICES = [app_commands.Choice(name=m, value=m) for m in sorted(SAFETY_MODES)]
+
+
+def _split_terms(text: str | None) -> list[str]:
+    return [term.strip() for term in (text or "").split(",") if term.strip()]
+
+
+class ServerSettings(commands.Cog):
+    """Shows a server's settings to anyone; changes them for members with Manage Server."""
+
+    def __init__(self, bot: ImagineBot):
+        self.bot = bot
+
+    @app_commands.command(name="imagine-settings", description=COMMAND_TEXT["imagine-settings"])
+    @app_commands.guild_only()
+    @app_commands.describe(
+        showcase="Channel where ⭐ posts shared images",
+        safety_mode="What to do with images the safety filter flags",
+        allowed_channels="Channels (#mentions) where /imagine works; 'all' = everywhere",
+        block="Words to add to the blocklist (comma separated)",
+        unblock="Words to remove from the blocklist (comma separated)",
+        per_user_limit="Most jobs one member may have waiting",
+    )
+    @app_commands.choices(safety_mode=SAFETY_CHOICES)
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        showcase: discord.TextChannel | None = None,
+        safety_mode: app_commands.Choice[str] | None = None,
+        allowed_channels: str | None = None,
+        block: str | None = None,
+        unblock: str | None = None,
+        per_user_limit: app_commands.Range[int, 1, 50] | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        storage = self.bot.storage
+        current = await storage.guild_settings(interaction.guild_id)
+        changes: dict[str, object] = {}
+        if showcase is not None:
+            changes["showcase_channel_id"] = showcase.id
+        if safety_mode is not None:
+            changes["safety_mode"] = safety_mode.value
+        if allowed_channels is not None:
+            ids = (
+                []
+                if allowed_channels.strip().lower() == "all"
+                else [
+                    int(part.strip("<#>"))
+                    for part in allowed_channels.split()
+                    if part.strip("<#>").isdigit()
+                ]
+            )
+            changes["allowed_channel_ids"] = ids
+        if block:
+            added = _split_terms(block)
+            changes["blocklist_add"] = sorted({*current.blocklist_add, *added})
+            changes["blocklist_remove"] = sorted(set(current.blocklist_remove) - set(added))
+        if unblock:
+            floor = [term for term in _split_terms(unblock) if is_floor_term(term)]
+            if floor:
+                await interaction.response.send_message(
+                    t("floor_not_removable", interaction.locale, terms=", ".join(floor)),
+                    ephemeral=True,
+                )
+                return
+            removed = _split_terms(unblock)
+            changes["blocklist_remove"] = sorted({*current.blocklist_remove, *removed})
+            changes["blocklist_add"] = sorted(
+                set(changes.get("blocklist_add", current.blocklist_add)) - set(removed)
+            )
+        if per_user_limit is not None:
+            changes["per_user_limit"] = per_user_limit
+        if changes:
+            if not interaction.permissions.manage_guild:
+                await interaction.response.send_message(
+                    t("no_permission", interaction.locale), ephemeral=True
+                )
+                return
+            current = await storage.update_guild_settings(interaction.guild_id, **changes)
+            log.info(
+                "guild %s settings changed by %s: %s",
+                interaction.guild_id,
+                interaction.user.id,
+                sorted(changes),
+            )
+        await interaction.response.send_message(
+            _settings_text(current, saved=bool(changes)), ephemeral=True
+        )
+
+
+def _settings_text(settings, *, saved: bool) -> str:
+    channels = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids) or "all channels"
+    showcase = f"<#{settings.showcase_channel_id}>" if settings.showcase_channel_id else "not set"
+    lines = [
+        "Settings saved." if saved else "Settings for this server:",
+        f"- showcase: {showcase}",
+        f"- /imagine allowed in: {channels}",
+        f"- safety filter: {settings.safety_mode}",
+        f"- extra blocked words: {len(settings.blocklist_add)}; unblocked defaults: "
+        f"{len(settings.blocklist_remove)}",
+        f"- queued jobs per member: {settings.per_user_limit or 'default'}",
+    ]
+    return "\n".join(lines)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(ServerSettings(bot))
