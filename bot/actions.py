@@ -16,6 +16,7 @@ import discord
 
 from bot import render
 from bot.blocklist import Refusal, check_prompt
+from bot.errors import explain
 from bot.i18n import t
 from bot.replies import parse_reply, strip_bot_mention
 from engine import InvalidRequest, make_request
@@ -297,13 +298,11 @@ async def handle_button(
         return
     try:
         await _dispatch(bot, interaction, action, job, index)
-    except JobRejected as exc:
-        await reject(interaction, exc.user_message)
-    except Exception:
+    except Exception as exc:
         # Buttons bypass the command tree's error handler: answer here so no click hangs.
-        log.exception("button %s on job %s failed", action, job_id)
+        message = explain(exc, interaction.locale, context=f"button {action} on job {job_id}")
         with contextlib.suppress(discord.HTTPException):
-            await reject(interaction, t("generation_failed", interaction.locale))
+            await reject(interaction, message)
 
 
 async def _button_belongs_to(bot: ImagineBot, job: Job, interaction: discord.Interaction) -> bool:

@@ -18,6 +18,7 @@ from bot import blocklist
 from bot.actions import handle_button
 from bot.buttons import JobButton
 from bot.delivery import DiscordSink
+from bot.errors import explain
 from bot.i18n import ImagineTranslator, t
 from bot.settings import BotSettings
 from engine import EngineError, EngineRunner
@@ -302,19 +303,9 @@ class ImagineBot(commands.Bot):
     async def on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        """One place that turns failures into a clear ephemeral reply."""
-        original = getattr(error, "original", error)
-        if isinstance(original, EngineError):
-            message = original.user_message
-        elif isinstance(error, app_commands.CheckFailure):
-            message = "You cannot use this command here."
-        else:
-            log.exception(
-                "command %s failed",
-                interaction.command and interaction.command.name,
-                exc_info=original,
-            )
-            message = "Something went wrong on my side. It has been logged; please try again."
+        """Commands' failures become a clear ephemeral reply (``bot.errors.explain``)."""
+        name = interaction.command.name if interaction.command else "?"
+        message = explain(error, interaction.locale, context=f"command {name}")
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(message, ephemeral=True)

@@ -132,6 +132,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         SIMPLIFIED: "生成图片时出错了，请重试。",
         TRADITIONAL: "生成圖片時出錯了，請重試。",
     },
+    "something_wrong": {
+        ENGLISH: "Something went wrong on my side. It has been logged; please try again.",
+        SIMPLIFIED: "我这边出了点问题，已记录下来，请重试。",
+        TRADITIONAL: "我這邊出了點問題，已記錄下來，請重試。",
+    },
+    "not_here": {
+        ENGLISH: "You cannot use this command here.",
+        SIMPLIFIED: "你不能在这里使用这个命令。",
+        TRADITIONAL: "你不能在這裡使用這個命令。",
+    },
     "interpreted_as": {
         ENGLISH: "Interpreted as: {text}",
         SIMPLIFIED: "翻译为：{text}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.actions import Ask, handle_reply, start_from_interaction
+from bot.errors import explain
 from bot.i18n import COMMAND_TEXT, t
+from bot.render import escape_user_text
 from bot.replies import is_blank
 from engine import ASPECT_RATIOS
 
@@ -66,11 +69,11 @@ class Imagine(commands.Cog):
             return
         try:
             await handle_reply(self.bot, message)
-        except Exception:
-            log.exception("reply %s could not be handled", message.id)
-            await message.reply(
-                "Something went wrong with that reply; please try again.", mention_author=False
-            )
+        except Exception as exc:
+            locale = message.guild.preferred_locale if message.guild else None
+            text = explain(exc, locale, context=f"reply {message.id}")
+            with contextlib.suppress(discord.HTTPException):
+                await message.reply(escape_user_text(text), mention_author=False)
 
 
 async def setup(bot: ImagineBot) -> None:
