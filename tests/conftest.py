@@ -162,11 +162,24 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def queue_prefix(request: pytest.FixtureRequest) -> str:
-    """A key prefix of this test's own, so that tests sharing a Redis never meet."""
+def queue_prefix(redis_url: str):
+    """A key prefix of this test's own, so that tests sharing a Redis never meet; its keys
+    are removed from the shared Redis afterwards."""
     import uuid
 
-    return f"imagine-test-{uuid.uuid4().hex[:12]}"
+    import redis
+
+    prefix = f"imagine-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # the shared server went away: nothing left to tidy
+    finally:
+        client.close()
 
 
 @pytest.fixture
