@@ -278,3 +278,20 @@ async def test_redis_down_keeps_released_tickets_until_it_is_back(
         assert all(isinstance(e, Finished) for [e] in outcomes.values())
     finally:
         await harness.close()
+
+
+async def test_a_bot_started_while_redis_is_down_publishes_when_it_comes_up(
+    own_redis, queue_prefix
+):
+    own_redis.stop()
+    harness = Harness(own_redis.url, queue_prefix)
+    try:
+        backend = await harness.start_backend()  # no error: jobs are accepted and wait
+        assert not backend.available and not backend.in_flight()
+        await backend.release([ticket(1)])
+        own_redis.start()
+        await harness.start_worker("w1")  # a worker that starts now finds the ticket
+        [finished] = await harness.wait(lambda: harness.outcomes().get(1), "job 1's outcome", 30)
+        assert isinstance(finished, Finished) and finished.worker == "w1"
+    finally:
+        await harness.close()
