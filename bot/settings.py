@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine import EngineSettings
+from engine.streams import check_queue_url
 
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY_URL = "wss://gateway.discord.gg/"
@@ -71,6 +72,12 @@ class BotSettings(BaseSettings):
         "imagine", validation_alias=AliasChoices("IMAGINE_QUEUE_PREFIX", "queue_prefix")
     )
     engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: SecretStr) -> SecretStr:
+        check_queue_url(value.get_secret_value())
+        return value
 
     @property
     def uses_workers(self) -> bool:

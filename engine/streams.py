@@ -99,6 +99,28 @@ class WorkerBeat:
         return beat
 
 
+QUEUE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_queue_url(url: str, *, required: bool = False) -> str:
+    """``url`` when it names a Redis (``IMAGINE_QUEUE_URL``); empty is allowed unless
+    ``required``.
+
+    Raises:
+        ValueError: what is wrong, in words for the operator (never the URL: it may hold a
+            password).
+    """
+    if not url:
+        if required:
+            raise ValueError("is empty: set it to the Redis URL the bot uses")
+        return url
+    if not url.startswith(QUEUE_URL_SCHEMES):
+        raise ValueError(
+            "must start with redis://, rediss:// (TLS) or unix://, e.g. redis://127.0.0.1:6379/0"
+        )
+    return url
+
+
 def connect(url: str) -> Redis:
     """A client for ``url`` (``redis://`` or ``rediss://`` with TLS; passwords in the URL).
 

@@ -23,9 +23,9 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.executor import GPUStuck, TicketExecutor
@@ -37,6 +37,7 @@ from engine.streams import (
     TICKET_GROUP,
     StreamKeys,
     WorkerBeat,
+    check_queue_url,
     connect,
     ensure_group,
     is_nogroup,
@@ -78,6 +79,12 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: SecretStr) -> SecretStr:
+        check_queue_url(value.get_secret_value(), required=True)
+        return value
+
     @property
     def name(self) -> str:
         """This worker's consumer name: the setting, or host-pid (unique on one machine)."""
@@ -91,10 +98,10 @@ class _Held:
     entry_id: bytes
     ticket: Ticket
     started: bool = False
-    images: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.images = self.ticket.request.count
+    @property
+    def images(self) -> int:
+        return self.ticket.request.count
 
 
 class Worker:
@@ -560,12 +567,12 @@ def main() -> None:
     from pydantic import ValidationError
 
     from engine.errors import EngineError
+    from engine.settings import EngineSettings
 
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from engine.settings import EngineSettings
 
     try:
         settings = WorkerSettings()

@@ -63,7 +63,7 @@ class _Released:
     whose outcome was already in the events stream when the bot started)."""
 
     ticket: Ticket | None
-    entry_id: bytes | None = None  # None: not published yet (in the outbox)
+    entry_id: bytes | None = None  # its stream entry; None: not published yet (in the outbox)
 
     @property
     def images(self) -> int:
@@ -150,8 +150,8 @@ class RedisBackend:
 
     async def _cancel(self, job_id: int) -> bool:
         released = self._released.get(job_id)
-        if released is None:
-            return False
+        if released is None or released.ticket is None:
+            return False  # unknown, or its outcome is already on the way
         if released.entry_id is not None:
             try:
                 ok = await self.redis.set(
@@ -215,13 +215,13 @@ class RedisBackend:
             except WireError:
                 continue  # the workers fail it (another version) or drop it
             self._released[ticket.job_id] = _Released(ticket, entry_id)
-        for _entry_id, fields in await self.redis.xrange(self.keys.events):
+        for entry_id, fields in await self.redis.xrange(self.keys.events):
             try:
                 event = event_from_fields(fields)
             except WireError:
                 continue
             if isinstance(event, Finished | Failed):
-                self._released.setdefault(event.job_id, _Released(None, b"events"))
+                self._released.setdefault(event.job_id, _Released(None, entry_id))
         if self._released:
             log.info("%d job(s) still with the GPU workers", len(self._released))
 

@@ -45,6 +45,7 @@ def test_missing_token_is_one_clear_line(tmp_path):
     [
         ("IMAGINE_RESOLUTION", "huge"),  # an engine setting (env_prefix IMAGINE_)
         ("IMAGINE_QUEUE_MAX_JOBS", "0"),  # a bot setting (validation alias)
+        ("IMAGINE_QUEUE_URL", "localhost:6379"),  # no scheme: redis-py could not use it
     ],
 )
 def test_bad_setting_names_the_environment_variable(tmp_path, variable, value):

@@ -7,11 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_worker_without_a_queue_url_says_which_setting_is_missing(tmp_path):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (None, "Field required"),
+        ("", "is empty"),  # as in a .env copied from .env.example
+        (":secret@localhost:6379", "must start with redis://"),
+    ],
+)
+def test_a_worker_with_no_usable_queue_url_says_which_setting_is_wrong(tmp_path, url, says):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINE_")}
+    if url is not None:
+        env["IMAGINE_QUEUE_URL"] = url
     done = subprocess.run(
         [sys.executable, "-m", "engine.worker"],
         cwd=tmp_path,  # no .env
@@ -21,8 +33,9 @@ def test_a_worker_without_a_queue_url_says_which_setting_is_missing(tmp_path):
         timeout=120,
     )
     assert done.returncode == 1
-    assert "IMAGINE_QUEUE_URL" in done.stderr
+    assert "IMAGINE_QUEUE_URL" in done.stderr and says in done.stderr
     assert "Traceback" not in done.stderr
+    assert "secret" not in done.stderr  # a URL may hold a password: never echoed
 
 
 def test_the_worker_imports_no_lifecycle_or_discord_code():
