@@ -96,6 +96,7 @@ class RedisBackend:
         self.consumer = consumer
         self.poll_interval = poll_interval
         self.workers: dict[str, WorkerBeat] = {}
+        self._unusable: set[bytes] = set()  # workers whose heartbeat this side cannot read
         self.reachable = False
         self._released: dict[int, _Released] = {}
         self._on_event: OnEvent | None = None
@@ -261,11 +262,19 @@ class RedisBackend:
         )
         workers: dict[str, WorkerBeat] = {}
         for name, raw in zip(names, beats, strict=True):
-            beat = WorkerBeat.from_json(raw) if raw is not None else None
             if raw is None:
                 await self.redis.srem(self.keys.workers, name)  # its heartbeat expired
-            elif beat is not None:
+                continue
+            beat = WorkerBeat.from_json(raw)
+            if beat is not None:
                 workers[beat.name] = beat
+            elif name not in self._unusable:
+                self._unusable.add(name)
+                log.warning(
+                    "GPU worker %s speaks another schema version (or sent garbage): no work "
+                    "goes to it. Run the same release on the bot and the workers.",
+                    name.decode(errors="replace"),
+                )
         if set(workers) != set(self.workers):
             log.info("GPU workers online: %s", ", ".join(sorted(workers)) or "none")
         if not self.reachable:

@@ -295,3 +295,15 @@ async def test_a_bot_started_while_redis_is_down_publishes_when_it_comes_up(
         assert isinstance(finished, Finished) and finished.worker == "w1"
     finally:
         await harness.close()
+
+
+async def test_a_worker_of_another_release_gets_no_work_and_the_log_says_why(harness, caplog):
+    backend = await harness.start_backend()
+    beat = b'{"name":"old","capacity":8,"busy":0,"seconds_per_image":0.1,"v":99}'
+    await backend.redis.set(harness.keys.worker("old"), beat, px=5000)
+    await backend.redis.sadd(harness.keys.workers, "old")
+    with caplog.at_level("WARNING", logger="lifecycle.redis_backend"):
+        await asyncio.sleep(0.3)  # a few polls
+    assert not backend.available and backend.gpus == 0
+    warnings = [r.getMessage() for r in caplog.records if "old" in r.getMessage()]
+    assert len(warnings) == 1 and "same release" in warnings[0]
