@@ -151,6 +151,7 @@ class ImagineBot(commands.Bot):
             self.runner,
             safety=lambda: self.safety,
             generation_timeout=self.settings.generation_timeout,
+            image_format=self.settings.engine.image_format,
         )
         return LocalBackend(
             executor,

@@ -48,6 +48,7 @@ class TicketExecutor:
         progress_interval: least seconds between two progress events of a batch (the last
             step is always sent); 0 sends every step.
         worker: the name put on ``Started``/``Finished`` events.
+        image_format: how results are encoded (``IMAGINE_IMAGE_FORMAT``: png, webp, jpeg).
     """
 
     def __init__(
@@ -58,12 +59,14 @@ class TicketExecutor:
         generation_timeout: float = 300.0,
         progress_interval: float = 0.0,
         worker: str = "local",
+        image_format: str = "png",
     ):
         self.runner = runner
         self._safety = safety
         self.generation_timeout = generation_timeout
         self.progress_interval = progress_interval
         self.worker = worker
+        self.image_format = image_format
         self.seconds_per_image = DEFAULT_SECONDS_PER_IMAGE
         self.stuck = False
 
@@ -198,7 +201,11 @@ class TicketExecutor:
         # next to their own seeds, files and U/V buttons.
         kept = [i for i in numbers if i not in withheld]
         encoded = await self.runner.encode(
-            [images[i - 1] for i in kept], ticket.file_limit, stem=ticket.stem, indexes=kept
+            [images[i - 1] for i in kept],
+            ticket.file_limit,
+            stem=ticket.stem,
+            indexes=kept,
+            image_format=self.image_format,
         )
         notes += [e.note for e in encoded if e.note][:1]
         return Finished(

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from engine.encoding import DEFAULT_TOTAL_LIMIT, EncodedImage, encode_one, fit_total
 
 if TYPE_CHECKING:
-    from PIL import Image
-
+    from engine.encoding import Pixels
     from engine.pipeline import Engine
     from engine.requests import GenerationRequest, GenerationResult, StepProgress
 
@@ -113,17 +112,19 @@ class EngineRunner:
 
     async def encode(
         self,
-        images: Sequence[Image.Image],
+        images: Sequence[Pixels],
         limit_bytes: int,
         total_limit_bytes: int = DEFAULT_TOTAL_LIMIT,
         stem: str = "imagine",
         indexes: Sequence[int] | None = None,
+        image_format: str = "png",
     ) -> list[EncodedImage]:
         """Encode images to fit Discord's limits on the encoder pool, one task per image.
 
         The images of a set encode in parallel (and the jobs of a batch too); only when the
         set is over ``total_limit_bytes`` does one more pass shrink the largest files.
         ``indexes`` numbers the files (``{stem}_{index}.png``) when they are not 1, 2, ...
+        ``images`` are uint8 (height, width, 3) arrays or PIL images.
         """
         loop = asyncio.get_running_loop()
         images = list(images)
@@ -132,14 +133,27 @@ class EngineRunner:
             *(
                 loop.run_in_executor(
                     self._encoder,
-                    functools.partial(encode_one, image, limit_bytes, stem=stem, index=index),
+                    functools.partial(
+                        encode_one,
+                        image,
+                        limit_bytes,
+                        stem=stem,
+                        index=index,
+                        image_format=image_format,
+                    ),
                 )
                 for index, image in zip(numbers, images, strict=True)
             )
         )
         if sum(len(e.data) for e in encoded) > total_limit_bytes:
             call = functools.partial(
-                fit_total, images, encoded, total_limit_bytes, stem=stem, indexes=numbers
+                fit_total,
+                images,
+                encoded,
+                total_limit_bytes,
+                stem=stem,
+                indexes=numbers,
+                image_format=image_format,
             )
             encoded = await loop.run_in_executor(self._encoder, call)
         for item in encoded:

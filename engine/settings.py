@@ -29,6 +29,7 @@ class EngineSettings(BaseSettings):
     images_per_request: int = Field(default=4, ge=1, le=16)
     max_batch_images: int = Field(default=16, ge=1, le=128)
     compile: bool = False
+    image_format: Literal["png", "webp", "jpeg"] = "png"
     preview_vae: str = ""
     translator: str = "Helsinki-NLP/opus-mt-zh-en"
     safety_model: str = ""

@@ -518,6 +518,7 @@ async def serve(settings: WorkerSettings, engine_settings, load_engine=None) -> 
         generation_timeout=settings.generation_timeout,
         progress_interval=settings.progress_interval,
         worker=name,
+        image_format=engine_settings.image_format,
     )
     metrics = WorkerMetrics()
     redis = connect(settings.queue_url.get_secret_value())

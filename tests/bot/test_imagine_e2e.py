@@ -143,3 +143,30 @@ async def test_imagine_in_a_dm(bot_process, standin, world):
         lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=60
     )
     assert len(seeds_in(message.content)) == 4
+
+
+async def test_webp_format_posts_webp_files_that_variations_read(
+    bot_process, bot_settings, standin, world
+):
+    engine = bot_settings.engine.model_copy(update={"image_format": "webp"})
+    bot = await bot_process.start(settings=bot_settings.model_copy(update={"engine": engine}))
+    ix = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "a lighthouse", "seed": 42}
+    )
+    message = await standin.wait_for_message(
+        lambda m: m.interaction is ix and len(m.attachments) == 4, timeout=60
+    )
+    assert [a.filename for a in message.attachments] == [
+        f"imagine_{message.attachments[0].filename.split('_')[1]}_{i}.webp" for i in range(1, 5)
+    ]
+    assert all(a.data[:4] == b"RIFF" and a.data[8:12] == b"WEBP" for a in message.attachments)
+    assert all(Image.open(io.BytesIO(a.data)).size == (64, 64) for a in message.attachments)
+    job = await job_for_message(bot, message.id)
+    # V2 starts from the stored WebP file.
+    vary = await standin.click(world.alice, message, f"imagine:vary:{job.id}:2")
+    varied = await standin.wait_for_message(
+        lambda m: m.interaction is vary and len(m.attachments) == 4, timeout=60
+    )
+    assert all(a.filename.endswith(".webp") for a in varied.attachments)
+    child = await job_for_message(bot, varied.id)
+    assert child.kind == "variation" and child.parent_index == 2
