@@ -9,9 +9,15 @@ Measures what the bot itself costs around the GPU:
   (dynamic batching off / on).
 - ``instant``: the engine returns cached 64x64 images at once: what is left is the bot's own
   work per job (storage, queue, Discord calls, encoding) and the stand-in's.
-- ``busy-1024``: a simulated GPU (sleeps 75 ms per image, like a real GPU it does not hold the
-  GIL) returning 1024x1024 images, so PNG encoding at full size runs while new interactions
-  arrive: shows the defer latency while the GPU thread and the encoders are busy.
+- ``busy-1024``: a simulated GPU (sleeps 75 ms per image, i.e. 300 ms per 4-image request;
+  like a real GPU it does not hold the GIL) returning 1024x1024 images, so encoding at full size
+  runs while new interactions arrive. Its thread then spends the CPU that the real engine's
+  post-processing spends on the GPU thread, two ways: ``busy-1024 before`` runs diffusers'
+  own ``VaeImageProcessor.postprocess(..., "pil")`` on the batch's fp16 pixels (float32 on the
+  CPU, x255, round, PIL; the device -> host copy itself is DMA) and encodes with Pillow PNG
+  level 1 (what this issue replaced); ``busy-1024 now`` copies the batch's uint8 pixels once
+  (what is left on the host: the pinned copy) and encodes with the engine's default (fpng).
+  "GPU busy %" = simulated GPU seconds / wall: whether a 2-core box keeps a 300 ms GPU busy.
 
 For every run: wall time, jobs/s, engine-busy time, GPU idle gaps between batches while work
 was queued (the bot's per-batch cost that delays the GPU), the bot's time per job, and the
@@ -47,6 +53,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 log = logging.getLogger("bot_bench")
 
 PROBES = 10
+BUSY_SECONDS_PER_IMAGE = 0.075  # 300 ms per 4-image request: the GPU goal
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class RunResult:
     ack_max_ms: float
     probe_p50_ms: float  # defer latency of single interactions sent while the queue is full
     probe_max_ms: float
+    gpu_busy_pct: float | None = None  # simulated GPU seconds / wall (busy-1024 only)
 
 
 class TimedEngine:
@@ -79,12 +87,12 @@ class TimedEngine:
         self.spans: list[tuple[float, float, int]] = []
         self._lock = threading.Lock()
 
-    def generate_batch(self, requests, progress=None):
+    def generate_batch(self, requests, progress=None, **options):
         start = time.perf_counter()
         if self.simulate is not None:
             results = self.simulate(requests, progress)
         else:
-            results = self.engine.generate_batch(requests, progress)
+            results = self.engine.generate_batch(requests, progress, **options)
         with self._lock:
             self.spans.append((start, time.perf_counter(), len(requests)))
         return results
@@ -97,9 +105,16 @@ class TimedEngine:
         return getattr(self.engine, name)
 
 
-def make_simulator(size: int, seconds_per_image: float):
-    """A fake engine call: sleeps like a GPU would, returns fixed images with the right seeds."""
+def make_simulator(size: int, seconds_per_image: float, postprocess: str = "none"):
+    """A fake engine call: sleeps like a GPU would, returns fixed images with the right seeds.
+
+    ``postprocess``: the host CPU work the real engine does after the GPU, on the GPU thread:
+    ``none``, ``device`` (one copy of the uint8 batch: what is left now) or ``diffusers`` (its
+    float -> PIL conversion on the CPU: what it was before).
+    """
     import numpy as np
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
     from PIL import Image
 
     from engine import GenerationResult
@@ -113,7 +128,20 @@ def make_simulator(size: int, seconds_per_image: float):
         dtype=np.float32,
     )
     grain = rng.normal(0, 6, (size, size, 3))
-    image = Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
+    image = np.clip(base + grain, 0, 255).astype(np.uint8)
+    # What the VAE hands back: (3, H, W) fp16 in [-1, 1].
+    decoded = torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1).half()
+    processor = VaeImageProcessor(vae_scale_factor=8)
+
+    def host_side(count: int) -> list:
+        if postprocess == "diffusers":
+            batch = decoded.unsqueeze(0).expand(count, -1, -1, -1).contiguous()
+            return [np.asarray(p) for p in processor.postprocess(batch, output_type="pil")]
+        if postprocess == "device":
+            batch = np.empty((count, *image.shape), dtype=np.uint8)
+            batch[:] = image  # the one device -> pinned host copy, as a host memcpy
+            return list(batch)
+        return [image] * count
 
     def simulate(requests, progress=None):
         images = sum(r.count for r in requests)
@@ -122,10 +150,11 @@ def make_simulator(size: int, seconds_per_image: float):
             time.sleep(seconds_per_image * images / steps)
             if progress is not None:
                 progress(StepProgress(step, steps))
+        pixels = iter(host_side(images))
         return [
             GenerationResult(
                 request=r,
-                images=tuple(GeneratedImage(seed, image) for seed in r.seeds),
+                images=tuple(GeneratedImage(seed, next(pixels)) for seed in r.seeds),
                 seconds=seconds_per_image * images,
                 notes=r.notes,
             )
@@ -150,6 +179,7 @@ async def run_once(
     engine_settings,
     load_engine,
     data_dir: Path,
+    gpu_seconds_per_image: float | None = None,
 ) -> RunResult:
     import discord
     import discord.gateway
@@ -234,6 +264,11 @@ async def run_once(
             ack_max_ms=round(max(acks), 1),
             probe_p50_ms=round(percentile(probe_ms, 0.5), 1),
             probe_max_ms=round(max(probe_ms), 1) if probe_ms else float("nan"),
+            gpu_busy_pct=(
+                round(100 * gpu_seconds_per_image * 4 * total / wall, 1)
+                if gpu_seconds_per_image
+                else None
+            ),
         )
     finally:
         await bot.close()
@@ -272,11 +307,18 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
         settings = await asyncio.to_thread(build_tiny, work)
         tiny = await asyncio.to_thread(Engine.load, settings)
         counts = (1, 10) if args.quick else (1, 10, 100)
-        plan: list[tuple[str, int, int]] = [("tiny", n, batch) for batch in (4, 16) for n in counts]
-        plan.append(("instant", 10 if args.quick else 100, 16))
-        plan.append(("busy-1024", 4 if args.quick else 40, 16))
+        plan: list[tuple[str, int, int]] = []
+        if args.only in (None, "tiny"):
+            plan += [("tiny", n, batch) for batch in (4, 16) for n in counts]
+            plan.append(("instant", 10 if args.quick else 100, 16))
+        if args.only in (None, "busy"):
+            busy_jobs = 4 if args.quick else args.busy_jobs
+            plan += [("busy-1024 before", busy_jobs, 16), ("busy-1024 now", busy_jobs, 16)]
         instant = make_simulator(64, 0.0)
-        busy = make_simulator(1024, 0.075)
+        busy = {
+            "busy-1024 before": make_simulator(1024, BUSY_SECONDS_PER_IMAGE, "diffusers"),
+            "busy-1024 now": make_simulator(1024, BUSY_SECONDS_PER_IMAGE, "device"),
+        }
         for run, (scenario, jobs, batch) in enumerate(plan):
             if scenario == "tiny":
                 engine_settings = settings
@@ -291,13 +333,21 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
             else:
                 engine_settings = settings.model_copy(update={"resolution": 1024})
 
-                def load():
-                    return TimedEngine(tiny, simulate=busy)
+                def load(simulate=busy[scenario]):
+                    return TimedEngine(tiny, simulate=simulate)
 
             log.info("run %s: %s, %d jobs, max batch %d images", run, scenario, jobs, batch)
-            result = await run_once(
-                scenario, jobs, batch, engine_settings, load, work / f"data{run}"
-            )
+            # "before" encodes with Pillow PNG level 1, as the engine did before fpng.
+            with _pillow_png() if scenario == "busy-1024 before" else contextlib.nullcontext():
+                result = await run_once(
+                    scenario,
+                    jobs,
+                    batch,
+                    engine_settings,
+                    load,
+                    work / f"data{run}",
+                    BUSY_SECONDS_PER_IMAGE if scenario.startswith("busy") else None,
+                )
             log.info("%s", result)
             results.append(result)
             if args.out:
@@ -306,12 +356,23 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
     return results
 
 
+@contextlib.contextmanager
+def _pillow_png():
+    from engine import encoding
+
+    saved, encoding._fpng = encoding._fpng, None
+    try:
+        yield
+    finally:
+        encoding._fpng = saved
+
+
 def table(results: list[RunResult]) -> str:
     lines = [
         "| scenario | jobs sent at once | max batch images | wall s | jobs/s | engine busy s "
         "| batches (jobs each) | GPU idle gap ms | bot ms/job | burst defer p50 / p95 / max ms "
-        "| probe defer p50 / max ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| probe defer p50 / max ms | GPU busy % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
@@ -319,7 +380,8 @@ def table(results: list[RunResult]) -> str:
             f"| {r.jobs_per_s:.2f} | {r.engine_busy_s:.2f} | {r.batches} ({r.mean_batch_jobs:g}) "
             f"| {r.gpu_idle_gap_ms:.1f} | {r.bot_ms_per_job:.1f} "
             f"| {r.ack_p50_ms:.0f} / {r.ack_p95_ms:.0f} / {r.ack_max_ms:.0f} "
-            f"| {r.probe_p50_ms:.0f} / {r.probe_max_ms:.0f} |"
+            f"| {r.probe_p50_ms:.0f} / {r.probe_max_ms:.0f} "
+            f"| {'-' if r.gpu_busy_pct is None else f'{r.gpu_busy_pct:.0f}'} |"
         )
     return "\n".join(lines)
 
@@ -328,6 +390,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--only", choices=("tiny", "busy"), default=None, help="one group")
+    parser.add_argument("--busy-jobs", type=int, default=40, help="jobs per busy-1024 run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     log.setLevel(logging.INFO)

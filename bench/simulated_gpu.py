@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from PIL import Image
+import numpy as np
 
 from engine.requests import GeneratedImage, GenerationRequest, GenerationResult, StepProgress
 
@@ -36,6 +36,8 @@ class SimulatedEngine:
         self,
         requests: Sequence[GenerationRequest],
         progress: Callable[[StepProgress], object] | None = None,
+        *,
+        preview_every: float = 0.0,
     ) -> list[GenerationResult]:
         started = time.perf_counter()
         self.calls.append([r.seed for r in requests])
@@ -58,6 +60,6 @@ class SimulatedEngine:
             for r in requests
         ]
 
-    def _image(self, seed: int) -> Image.Image:
+    def _image(self, seed: int) -> np.ndarray:
         colour = (seed % 251, (seed // 251) % 251, (seed * 7) % 251)
-        return Image.new("RGB", (self.size, self.size), colour)
+        return np.full((self.size, self.size, 3), colour, dtype=np.uint8)

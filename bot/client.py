@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot import blocklist
 from bot.actions import handle_button
 from bot.buttons import JobButton
-from bot.delivery import DiscordSink
+from bot.delivery import EDIT_INTERVAL, DiscordSink
 from bot.errors import explain
 from bot.i18n import ImagineTranslator, t
 from bot.settings import BotSettings
@@ -151,6 +151,8 @@ class ImagineBot(commands.Bot):
             self.runner,
             safety=lambda: self.safety,
             generation_timeout=self.settings.generation_timeout,
+            # Discord shows at most one edit per interval: no point making more previews.
+            progress_interval=EDIT_INTERVAL,
             image_format=self.settings.engine.image_format,
         )
         return LocalBackend(

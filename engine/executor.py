@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.encoding import encode_one
+from engine.encoding import as_pil, encode_one
 from engine.errors import EngineError
 from engine.tickets import Event, Failed, Finished, ImageFile, Progress, Started, Ticket
 
@@ -46,7 +46,7 @@ class TicketExecutor:
         safety: returns the loaded safety checker, or None (it may finish loading later).
         generation_timeout: seconds a GPU call may take before the watchdog fires.
         progress_interval: least seconds between two progress events of a batch (the last
-            step is always sent); 0 sends every step.
+            step is always sent), and between two step previews; 0 sends every step.
         worker: the name put on ``Started``/``Finished`` events.
         image_format: how results are encoded (``IMAGINE_IMAGE_FORMAT``: png, webp, jpeg).
     """
@@ -111,7 +111,9 @@ class TicketExecutor:
         pending: set[asyncio.Task] = set()
         progress = self._progress(tickets, emit, pending)
         requests = [t.request for t in tickets]
-        generation = asyncio.ensure_future(self.runner.generate_batch(requests, progress))
+        generation = asyncio.ensure_future(
+            self.runner.generate_batch(requests, progress, preview_every=self.progress_interval)
+        )
         try:
             return await asyncio.wait_for(asyncio.shield(generation), self.generation_timeout)
         except TimeoutError:
@@ -141,7 +143,12 @@ class TicketExecutor:
             # On the event loop (the runner forwards it): never blocks.
             nonlocal last
             now = loop.time()
-            if step.step < step.total and now - last < self.progress_interval:
+            # The engine makes at most one preview per interval: each one is shown.
+            if (
+                step.preview is None
+                and step.step < step.total
+                and now - last < self.progress_interval
+            ):
                 return
             last = now
             task = loop.create_task(self._send_progress(tickets, step, emit))
@@ -184,7 +191,7 @@ class TicketExecutor:
         await emit(event)
 
     async def _encode(self, ticket: Ticket, result: GenerationResult) -> Finished:
-        images = [g.image for g in result.images]
+        images = [g.pixels for g in result.images]
         numbers = list(range(1, len(images) + 1))
         flagged = await self._flagged(ticket, images)
         notes: list[str] = list(result.notes)
@@ -226,7 +233,7 @@ class TicketExecutor:
         checker = self._safety()
         if ticket.safety == "off" or checker is None or not checker.enabled:
             return []
-        verdicts = await asyncio.to_thread(checker.check, images)
+        verdicts = await asyncio.to_thread(lambda: checker.check([as_pil(i) for i in images]))
         flagged = [i for i, v in enumerate(verdicts, start=1) if v.flagged]
         if flagged:
             log.info(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -25,6 +26,7 @@ from diffusers import (
 from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 
+from engine.decoding import decode_latents, preview_image
 from engine.errors import (
     EngineError,
     GenerationFailed,
@@ -195,6 +197,7 @@ class Engine:
         self.pipe = pipe
         self.settings = settings
         self.preview_vae = preview_vae
+        self.decoder = pipe.vae  # what turns the final latents into pixels
         self.device = pipe.device
         self.dtype = pipe.unet.dtype
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
@@ -301,13 +304,21 @@ class Engine:
     # -- generation ---------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerationRequest, progress: ProgressCallback | None = None
+        self,
+        request: GenerationRequest,
+        progress: ProgressCallback | None = None,
+        *,
+        preview_every: float = 0.0,
     ) -> GenerationResult:
         """Generate one request's images. See ``generate_batch``."""
-        return self.generate_batch([request], progress)[0]
+        return self.generate_batch([request], progress, preview_every=preview_every)[0]
 
     def generate_batch(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        progress: ProgressCallback | None = None,
+        *,
+        preview_every: float = 0.0,
     ) -> list[GenerationResult]:
         """Generate several requests in one pipeline call.
 
@@ -317,6 +328,8 @@ class Engine:
         Args:
             requests: requests that all share one ``batch_key``.
             progress: called on this thread after every step with a ``StepProgress``.
+            preview_every: least seconds between two previews (with a preview VAE). The
+                first step gets one, the last never does (the images follow at once).
 
         Returns:
             One ``GenerationResult`` per request, in order.
@@ -345,7 +358,7 @@ class Engine:
         first = requests[0]
         started = time.perf_counter()
         try:
-            images = self._generate_with_retry(first, jobs, progress)
+            images = self._generate_with_retry(first, jobs, progress, preview_every)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         except EngineError:
@@ -413,11 +426,15 @@ class Engine:
         return image
 
     def _generate_with_retry(
-        self, spec: GenerationRequest, jobs: list[_Job], progress: ProgressCallback | None
-    ) -> list[list[Image.Image]]:
+        self,
+        spec: GenerationRequest,
+        jobs: list[_Job],
+        progress: ProgressCallback | None,
+        preview_every: float,
+    ) -> list[list[np.ndarray]]:
         """Run the batch; on CUDA OOM retry once as two half batches."""
         try:
-            return self._merge(jobs, [(jobs, self._run(spec, jobs, progress))])
+            return self._merge(jobs, [(jobs, self._run(spec, jobs, progress, preview_every))])
         except torch.cuda.OutOfMemoryError as exc:
             total = sum(len(job.seeds) for job in jobs)
             if total < 2:
@@ -426,7 +443,7 @@ class Engine:
         self._free_memory()
         halves = _split_in_half(jobs)
         try:
-            parts = [(half, self._run(spec, half, progress)) for half in halves]
+            parts = [(half, self._run(spec, half, progress, preview_every)) for half in halves]
         except torch.cuda.OutOfMemoryError as exc:
             self._free_memory()
             raise OutOfGPUMemory(
@@ -440,10 +457,10 @@ class Engine:
 
     @staticmethod
     def _merge(
-        jobs: list[_Job], parts: list[tuple[list[_Job], list[Image.Image]]]
-    ) -> list[list[Image.Image]]:
+        jobs: list[_Job], parts: list[tuple[list[_Job], list[np.ndarray]]]
+    ) -> list[list[np.ndarray]]:
         """Gather the images of each request (by job index) from one or more pipeline calls."""
-        by_request: dict[int, list[Image.Image]] = {job.index: [] for job in jobs}
+        by_request: dict[int, list[np.ndarray]] = {job.index: [] for job in jobs}
         for part_jobs, images in parts:
             position = 0
             for job in part_jobs:
@@ -462,9 +479,17 @@ class Engine:
 
     @torch.inference_mode()
     def _run(
-        self, spec: GenerationRequest, jobs: list[_Job], progress: ProgressCallback | None
-    ) -> list[Image.Image]:
-        """One diffusers call for all images of ``jobs``; returns them in job order."""
+        self,
+        spec: GenerationRequest,
+        jobs: list[_Job],
+        progress: ProgressCallback | None,
+        preview_every: float,
+    ) -> list[np.ndarray]:
+        """One diffusers call for all images of ``jobs``; their pixels, in job order.
+
+        The pipeline stops at the latents (``output_type="latent"``): ``decode_latents``
+        decodes them and makes uint8 pixels on the device, one copy to host memory.
+        """
         pipe = self.pipe
         guidance = spec.guidance
         use_cfg = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
@@ -484,6 +509,7 @@ class Engine:
             "prompt_embeds": torch.cat([e[0] for e in embeds]),
             "pooled_prompt_embeds": torch.cat([e[2] for e in embeds]),
             "guidance_scale": guidance,
+            "output_type": "latent",
             "generator": [
                 torch.Generator(self.device).manual_seed(seed % SEED_LIMIT)
                 for job in jobs
@@ -512,17 +538,30 @@ class Engine:
                 "num_inference_steps": spec.steps,
             }
         if progress is not None:
-            kwargs["callback_on_step_end"] = self._progress_callback(progress, total_steps)
+            kwargs["callback_on_step_end"] = self._progress_callback(
+                progress, total_steps, preview_every
+            )
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
-        return list(runner(**kwargs).images)
+        latents = runner(**kwargs).images
+        return list(decode_latents(self.decoder, latents))
 
-    def _progress_callback(self, progress: ProgressCallback, total: int):
+    def _progress_callback(self, progress: ProgressCallback, total: int, preview_every: float):
+        last_preview = -math.inf
+
         def on_step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
+            nonlocal last_preview
+            done = min(step + 1, total)
             preview = None
-            if self.preview_vae is not None:
+            now = time.perf_counter()
+            if (
+                self.preview_vae is not None
+                and done < total
+                and now - last_preview >= preview_every
+            ):
+                last_preview = now
                 preview = self._preview(tensors["latents"])
             try:
-                progress(StepProgress(step=min(step + 1, total), total=total, preview=preview))
+                progress(StepProgress(step=done, total=total, preview=preview))
             except Exception:
                 # A broken progress display must not cost the user their images.
                 log.exception("progress callback failed; generation continues")
@@ -534,14 +573,10 @@ class Engine:
         """Decode the first image's latents with TAESD into a small preview."""
         assert self.preview_vae is not None
         try:
-            decoded = self.preview_vae.decode(latents[:1].to(self.preview_vae.dtype)).sample
+            return preview_image(self.preview_vae, latents, PREVIEW_MAX_SIDE)
         except Exception:
             log.exception("preview decode failed; continuing without a preview")
             return None
-        pixels = ((decoded[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        image = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
-        image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-        return image
 
 
 def _cut_to_tokens(tokenizer, text: str, limit: int) -> str:

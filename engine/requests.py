@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from engine.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
     from engine.settings import EngineSettings
@@ -72,10 +73,21 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """One generated image and the seed that recreates it."""
+    """One generated image and the seed that recreates it.
+
+    ``pixels``: uint8 (height, width, 3), RGB, in host memory (the encoders read it as is).
+    """
 
     seed: int
-    image: Image.Image
+    pixels: np.ndarray = field(compare=False)
+
+    @property
+    def image(self) -> Image.Image:
+        """The pixels as a PIL image (a copy: made where it is asked for, never on the GPU
+        thread)."""
+        from PIL import Image
+
+        return Image.fromarray(self.pixels)
 
 
 @dataclass(frozen=True)

@@ -100,13 +100,23 @@ class EngineRunner:
         return results[0]
 
     async def generate_batch(
-        self, requests: Sequence[GenerationRequest], progress: ProgressCallback | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        progress: ProgressCallback | None = None,
+        *,
+        preview_every: float = 0.0,
     ) -> list[GenerationResult]:
-        """Generate requests that share a ``batch_key`` in one pipeline call."""
+        """Generate requests that share a ``batch_key`` in one pipeline call.
+
+        ``preview_every``: least seconds between two step previews (see ``Engine``).
+        """
         engine = self.engine
         loop = asyncio.get_running_loop()
         call = functools.partial(
-            engine.generate_batch, list(requests), self._forwarder(loop, progress)
+            engine.generate_batch,
+            list(requests),
+            self._forwarder(loop, progress),
+            preview_every=preview_every,
         )
         return await loop.run_in_executor(self._gpu, call)
 

@@ -271,10 +271,10 @@ class SlowEngine:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def generate_batch(self, requests, progress=None):
+    def generate_batch(self, requests, progress=None, **options):
         self.started.set()
         self.release.wait(timeout=60)
-        return self.engine.generate_batch(requests, progress)
+        return self.engine.generate_batch(requests, progress, **options)
 
     def __getattr__(self, name):
         return getattr(self.engine, name)

@@ -40,7 +40,7 @@ class ControlledEngine:
         self.batch_delay = 0.0  # extra seconds per batch, to make positions move slowly
         self.calls: list[list[str]] = []  # prompts of every generate_batch call
 
-    def generate_batch(self, requests, progress=None):
+    def generate_batch(self, requests, progress=None, **options):
         self.calls.append([r.prompt for r in requests])
         self.entered.set()
         self.gate.wait(timeout=120)
@@ -55,7 +55,7 @@ class ControlledEngine:
                 progress(step)
                 time.sleep(self.step_delay)
 
-        return self.engine.generate_batch(requests, slowed)
+        return self.engine.generate_batch(requests, slowed, **options)
 
     def __getattr__(self, name):
         return getattr(self.engine, name)

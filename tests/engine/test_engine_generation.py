@@ -14,6 +14,7 @@ from engine import (
     Engine,
     EngineSettings,
     GenerationFailed,
+    GenerationRequest,
     GenerationResult,
     ModelNotFound,
     OutOfGPUMemory,
@@ -203,12 +204,47 @@ def test_previews_with_a_tiny_taesd(
     engine = Engine.load(settings)
     steps: list[StepProgress] = []
     result = engine.generate(dataclasses.replace(cat_result.request, count=2), steps.append)
-    assert len(steps) == 4
-    for step in steps:
-        assert isinstance(step.preview, Image.Image)
-        assert max(step.preview.size) <= 256
+    assert [s.step for s in steps] == [1, 2, 3, 4]
+    # Every step but the last (the images follow at once) has a preview.
+    assert [s.preview is not None for s in steps] == [True, True, True, False]
+    for step in steps[:3]:
+        assert isinstance(step.preview, Image.Image) and step.preview.size == (64, 64)
     # Previews do not change the result.
     assert matches(result.images[0].image, cat_result.images[0].image)
+    # At most one preview per interval: the first step's, then none for a minute.
+    steps.clear()
+    engine.generate(cat_result.request, steps.append, preview_every=60.0)
+    assert [s.preview is not None for s in steps] == [True, False, False, False]
+
+
+def test_preview_is_shrunk_on_the_device(tiny_engine_settings, tiny_taesd_dir) -> None:
+    from engine.decoding import preview_image
+
+    settings = tiny_engine_settings.model_copy(update={"preview_vae": str(tiny_taesd_dir)})
+    taesd = Engine.load(settings).preview_vae
+    latents = torch.randn(2, 4, 256, 192)  # the tiny TAESD doubles: a 512x384 image
+    assert taesd.decode(latents[:1]).sample.shape[-2:] == (512, 384)
+    preview = preview_image(taesd, latents, 256)
+    assert preview.size == (192, 256) and preview.mode == "RGB"
+
+
+def test_pixels_equal_what_diffusers_makes_of_the_same_latents(tiny_engine) -> None:
+    """The engine decodes itself (uint8 on the device); diffusers' own PIL output agrees."""
+    request = GenerationRequest(prompt="a cat", seed=5, width=64, height=64, count=2)
+    [ours] = tiny_engine.generate_batch([request])
+    generators = [torch.Generator("cpu").manual_seed(s) for s in request.seeds]
+    theirs = tiny_engine.pipe(
+        prompt="a cat",
+        num_images_per_prompt=2,
+        height=64,
+        width=64,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        generator=generators,
+    ).images
+    for generated, image in zip(ours.images, theirs, strict=True):
+        assert generated.pixels.dtype == np.uint8 and generated.pixels.shape == (64, 64, 3)
+        assert np.array_equal(generated.pixels, np.asarray(image))
 
 
 def test_missing_model_is_a_readable_error(tmp_path, tiny_engine_settings) -> None:
@@ -236,12 +272,12 @@ def test_out_of_memory_retries_in_halves(
     real_run = Engine._run
     sizes: list[int] = []
 
-    def run_with_small_gpu(self, spec, jobs, progress):
+    def run_with_small_gpu(self, spec, jobs, progress, preview_every):
         images = sum(len(job.seeds) for job in jobs)
         sizes.append(images)
         if images > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_run(self, spec, jobs, progress)
+        return real_run(self, spec, jobs, progress, preview_every)
 
     monkeypatch.setattr(Engine, "_run", run_with_small_gpu)
     dog = make_request("a dog", settings=tiny_engine_settings, seed=9, count=2)
@@ -256,7 +292,7 @@ def test_out_of_memory_retries_in_halves(
     monkeypatch.setattr(
         Engine,
         "_run",
-        lambda self, spec, jobs, progress: (_ for _ in ()).throw(
+        lambda self, spec, jobs, progress, preview_every: (_ for _ in ()).throw(
             torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         ),
     )
@@ -267,7 +303,7 @@ def test_out_of_memory_retries_in_halves(
 def test_other_failures_become_generation_failed(
     tiny_engine: Engine, cat_result: GenerationResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self, spec, jobs, progress):
+    def broken(self, spec, jobs, progress, preview_every):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Engine, "_run", broken)
