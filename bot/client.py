@@ -23,6 +23,7 @@ from bot.i18n import ImagineTranslator, t
 from bot.settings import BotSettings
 from engine import EngineError, EngineRunner
 from engine.executor import TicketExecutor
+from engine.settings import COMPILE_CACHE
 from lifecycle.backend import Backend
 from lifecycle.image_files import ImageFiles, run_retention
 from lifecycle.local import LocalBackend
@@ -84,7 +85,9 @@ class ImagineBot(commands.Bot):
     def _default_engine_loader(self) -> Any:
         from engine import Engine
 
-        return Engine.load(self.settings.engine)
+        return Engine.load(
+            self.settings.engine, compile_cache=self.settings.data_dir / COMPILE_CACHE
+        )
 
     async def setup_hook(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)

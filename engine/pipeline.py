@@ -26,6 +26,13 @@ from diffusers import (
 from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 
+from engine.compiling import (
+    COMPILE_MODE,
+    compile_pipeline,
+    compiled_frames,
+    use_cache_dir,
+    warmup_shapes,
+)
 from engine.decoding import decode_latents, preview_image
 from engine.errors import (
     EngineError,
@@ -52,7 +59,8 @@ PREVIEW_MAX_SIDE = 256
 DEFAULT_LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CLIP_MAX_TOKENS = 77  # SDXL's CLIP text encoders, BOS and EOS included
 MEMORY_HINT = (
-    "SDXL in fp16 needs about 10 GB of free GPU memory for 1024x1024 images in a batch of 4"
+    "SDXL in fp16 needs about 10 GB of free GPU memory for 1024x1024 images in a batch of 4 "
+    "(IMAGINE_LOW_MEMORY=true makes it fit 8 GB cards)"
 )
 _DROPPED_PREVIEW_CHARS = 80
 # What diffusers/huggingface_hub raise for a missing folder, file, repo or bad id (offline too).
@@ -168,6 +176,31 @@ def _load_preview_vae(
     return taesd.to(device).eval()
 
 
+def _load_tiny_decoder(name: str, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
+    """TAESD-XL for the final images (IMAGINE_VAE_DECODER=tiny): required, like IMAGINE_VAE."""
+    try:
+        taesd = AutoencoderTiny.from_pretrained(name, dtype=dtype)
+    except _MISSING as exc:
+        raise _not_found("IMAGINE_TINY_VAE", name, exc) from exc
+    return taesd.to(device).eval()
+
+
+def _save_memory(pipe: StableDiffusionXLPipeline, device: torch.device, offload: bool) -> None:
+    """IMAGINE_LOW_MEMORY: decode one image at a time in tiles; on a GPU, offload idle models.
+
+    Model CPU offload keeps only the running model (a text encoder, the UNet or the VAE) on the
+    GPU and moves it back to system RAM afterwards: SDXL then fits 8 GB cards, at the cost of
+    moving ~7 GB over PCIe for every request.
+    """
+    pipe.vae.enable_slicing()
+    pipe.vae.enable_tiling()
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+        log.info("IMAGINE_LOW_MEMORY: model CPU offload, VAE slicing and tiling")
+    else:
+        log.info("IMAGINE_LOW_MEMORY: VAE slicing and tiling (CPU offload is for GPUs)")
+
+
 def _effective_img2img_steps(steps: int, strength: float, limit: int) -> tuple[int, int]:
     """Return (num_inference_steps, steps actually run) so img2img runs ``steps`` steps.
 
@@ -193,15 +226,23 @@ class Engine:
         settings: EngineSettings,
         *,
         preview_vae: AutoencoderTiny | None = None,
+        decoder: AutoencoderKL | AutoencoderTiny | None = None,
+        compile_cache: Path | None = None,
     ) -> None:
         self.pipe = pipe
         self.settings = settings
         self.preview_vae = preview_vae
-        self.decoder = pipe.vae  # what turns the final latents into pixels
-        self.device = pipe.device
+        # What turns the final latents into pixels: the pipeline's VAE, or TAESD-XL
+        # (IMAGINE_VAE_DECODER=tiny).
+        self.decoder = decoder if decoder is not None else pipe.vae
+        self.compile_cache = compile_cache
+        # With CPU offload (IMAGINE_LOW_MEMORY) the weights sit on the CPU between calls.
+        self.device = pipe._execution_device
         self.dtype = pipe.unet.dtype
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
         self._compiled = False
+        self._compile_tried = False
+        self._frames_after_warm_up: int | None = None
         pipe.set_progress_bar_config(disable=True)
         tokenizer = pipe.tokenizer or pipe.tokenizer_2
         max_length = getattr(tokenizer, "model_max_length", CLIP_MAX_TOKENS)
@@ -210,8 +251,11 @@ class Engine:
     # -- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, settings: EngineSettings) -> Engine:
+    def load(cls, settings: EngineSettings, *, compile_cache: Path | None = None) -> Engine:
         """Load the pipeline, swap in LCMScheduler, fuse the LoRA, move to the device.
+
+        ``compile_cache``: where ``IMAGINE_COMPILE`` keeps compiled kernels across restarts
+        (the bot and the worker pass ``<IMAGINE_DATA_DIR>/compile-cache``).
 
         Raises:
             ModelNotFound: the model, LoRA or VAE cannot be found. (A preview VAE that cannot
@@ -236,16 +280,27 @@ class Engine:
         except _MISSING as exc:
             raise _not_found("Model", settings.model, exc) from exc
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+        offload = settings.low_memory and device.type == "cuda"
         try:
-            pipe.to(device)
+            if not offload:
+                pipe.to(device)
             if settings.lora:
                 # After the move, so the LoRA is fused on the GPU rather than the CPU.
                 _load_lora(pipe, settings.lora)
-            preview_vae = (
-                _load_preview_vae(settings.preview_vae, device, dtype)
-                if settings.preview_vae
-                else None
-            )
+            if settings.low_memory:
+                _save_memory(pipe, device, offload)
+            decoder = None
+            if settings.vae_decoder == "tiny":
+                decoder = _load_tiny_decoder(settings.tiny_vae, device, dtype)
+            preview_vae = None
+            if (
+                settings.preview_vae
+                and decoder is not None
+                and settings.preview_vae == settings.tiny_vae
+            ):
+                preview_vae = decoder  # one TAESD for previews and final images
+            elif settings.preview_vae:
+                preview_vae = _load_preview_vae(settings.preview_vae, device, dtype)
         except torch.cuda.OutOfMemoryError as exc:
             raise OutOfGPUMemory(
                 f"Not enough GPU memory to load the model: {MEMORY_HINT}."
@@ -261,45 +316,93 @@ class Engine:
             pipe.enable_xformers_memory_efficient_attention()
         # Otherwise diffusers uses PyTorch's scaled_dot_product_attention (SDPA) by default.
         log.info("model ready in %.1f s", time.perf_counter() - started)
-        return cls(pipe, settings, preview_vae=preview_vae)
+        return cls(
+            pipe, settings, preview_vae=preview_vae, decoder=decoder, compile_cache=compile_cache
+        )
 
-    def _compile(self) -> None:
-        if self._compiled:
-            return
+    def _compile(self) -> bool:
+        """Compile once (CUDA only); whether the engine runs compiled."""
+        if self._compile_tried:
+            return self._compiled
+        self._compile_tried = True
+        if self.device.type != "cuda" or self.settings.low_memory:
+            why = "on CUDA only" if self.device.type != "cuda" else "not with IMAGINE_LOW_MEMORY"
+            log.info("IMAGINE_COMPILE ignored: torch.compile is used %s", why)
+            return False
+        if self.compile_cache is not None:
+            use_cache_dir(self.compile_cache)
+        log.info("compiling UNet and VAE decoder (%s)", COMPILE_MODE)
+        compile_pipeline(self.pipe, self.decoder)
         self._compiled = True
-        if self.device.type != "cuda":
-            log.info("IMAGINE_COMPILE ignored: torch.compile is only used on CUDA")
-            return
-        log.info("compiling UNet and VAE decoder (max-autotune, takes a few minutes)")
-        self.pipe.unet.to(memory_format=torch.channels_last)
-        self.pipe.vae.to(memory_format=torch.channels_last)
-        # Module.compile() compiles in place: the pipeline keeps its UNet2DConditionModel (and
-        # from_pipe, config lookups and LoRA code keep working), unlike torch.compile(module).
-        self.pipe.unet.compile(mode="max-autotune-no-cudagraphs")
-        self.pipe.vae.decoder.compile(mode="max-autotune-no-cudagraphs")
+        return True
 
     def warm_up(self) -> None:
-        """Run one small generation so lazy initialisation (and compilation) happens now."""
+        """Run generations now so lazy initialisation (and compilation) does not hit a user.
+
+        Eager: one small image. Compiled: every shape the bot can send (``warmup_shapes``),
+        so serving never compiles; a recompilation later is logged as a warning.
+        """
         started = time.perf_counter()
-        if self.settings.compile:
-            self._compile()
-        if self._compiled and self.device.type == "cuda":
-            # Compiled graphs are specialised to shapes: warm up with a real request's shapes.
-            side = self.settings.resolution
-            count, steps = self.settings.images_per_request, self.settings.steps
+        if self.settings.compile and self._compile():
+            shapes = warmup_shapes(self.settings)
+            for number, shape in enumerate(shapes, start=1):
+                per_request = min(self.settings.images_per_request, shape.images)
+                guidance = self.settings.guidance
+                if shape.guidance and guidance <= 1.0:
+                    guidance = self.settings.negative_guidance
+                requests = [
+                    GenerationRequest(
+                        prompt="warm-up",
+                        seed=i,
+                        width=shape.width,
+                        height=shape.height,
+                        steps=self.settings.steps,
+                        guidance=guidance,
+                        count=per_request,
+                    )
+                    for i in range(shape.images // per_request)
+                ]
+                shape_started = time.perf_counter()
+                self.generate_batch(requests)
+                log.info(
+                    "compile warm-up %d/%d: %dx%d, %d images%s, %.1f s",
+                    number,
+                    len(shapes),
+                    shape.width,
+                    shape.height,
+                    shape.images,
+                    ", guidance" if shape.guidance else "",
+                    time.perf_counter() - shape_started,
+                )
+            self._frames_after_warm_up = compiled_frames()
+            torch._logging.set_logs(recompiles=True)  # says why, should it ever happen
         else:
-            side, count, steps = min(self.settings.resolution, 512), 1, 1
-        request = GenerationRequest(
-            prompt="warm-up",
-            seed=0,
-            width=side,
-            height=side,
-            steps=steps,
-            guidance=self.settings.guidance,
-            count=count,
-        )
-        self.generate(request)
+            side = min(self.settings.resolution, 512)
+            request = GenerationRequest(
+                prompt="warm-up",
+                seed=0,
+                width=side,
+                height=side,
+                steps=1,
+                guidance=self.settings.guidance,
+                count=1,
+            )
+            self.generate(request)
         log.info("warm-up done in %.1f s", time.perf_counter() - started)
+
+    def _check_recompiles(self, spec: GenerationRequest, images: int) -> None:
+        if self._frames_after_warm_up is None:
+            return
+        frames = compiled_frames()
+        if frames > self._frames_after_warm_up:
+            log.warning(
+                "torch.compile recompiled while serving (%dx%d, %d images): that batch was "
+                "slow; this shape was not in the warm-up",
+                spec.width,
+                spec.height,
+                images,
+            )
+            self._frames_after_warm_up = frames
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -366,6 +469,7 @@ class Engine:
         except Exception as exc:
             raise GenerationFailed(f"Image generation failed: {_first_line(exc)}") from exc
         seconds = time.perf_counter() - started
+        self._check_recompiles(first, sum(r.count for r in requests))
 
         results = [
             GenerationResult(

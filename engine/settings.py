@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+COMPILE_CACHE = "compile-cache"
+"""The folder under IMAGINE_DATA_DIR where IMAGINE_COMPILE keeps compiled kernels."""
+
 
 class EngineSettings(BaseSettings):
     """Everything the engine needs to load SDXL + LCM-LoRA and size requests.
@@ -29,6 +32,9 @@ class EngineSettings(BaseSettings):
     images_per_request: int = Field(default=4, ge=1, le=16)
     max_batch_images: int = Field(default=16, ge=1, le=128)
     compile: bool = False
+    vae_decoder: Literal["full", "tiny"] = "full"
+    tiny_vae: str = "madebyollin/taesdxl"
+    low_memory: bool = False
     image_format: Literal["png", "webp", "jpeg"] = "png"
     preview_vae: str = ""
     translator: str = "Helsinki-NLP/opus-mt-zh-en"

@@ -24,11 +24,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.executor import GPUStuck, TicketExecutor
+from engine.settings import COMPILE_CACHE
 from engine.streams import (
     CANCELLED,
     CLAIM_SCRIPT,
@@ -78,6 +80,7 @@ class WorkerSettings(BaseSettings):
     generation_timeout: float = Field(default=300.0, ge=1)
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+    data_dir: Path = Path("./data")  # the worker keeps only torch.compile's cache there
 
     @field_validator("queue_url")
     @classmethod
@@ -498,7 +501,7 @@ async def serve(settings: WorkerSettings, engine_settings, load_engine=None) -> 
         from engine.pipeline import Engine
 
         def load_engine():
-            return Engine.load(engine_settings)
+            return Engine.load(engine_settings, compile_cache=settings.data_dir / COMPILE_CACHE)
 
     runner = EngineRunner(load_engine)
     await runner.start()
