@@ -70,14 +70,23 @@ class TicketExecutor:
         self.seconds_per_image = DEFAULT_SECONDS_PER_IMAGE
         self.stuck = False
 
-    async def run(self, tickets: Sequence[Ticket], emit: Emit) -> None:
+    async def run(
+        self,
+        tickets: Sequence[Ticket],
+        emit: Emit,
+        *,
+        on_gpu_done: Callable[[], None] = lambda: None,
+    ) -> None:
         """Run ``tickets`` (same ``batch_key``) in one pipeline call and emit their outcomes.
 
         A failed batch is retried ticket by ticket, so one bad request does not fail its
         batch-mates. Never raises, except ``GPUStuck`` (after failing the stuck tickets).
+        ``on_gpu_done`` is called as soon as the GPU is done with the batch, before the safety
+        check and encoding: the next batch can start on the GPU while this one is finished.
         """
         tickets = list(tickets)
         if not tickets:
+            on_gpu_done()
             return
         await emit(Started(tuple(t.job_id for t in tickets), self.worker))
         started = time.perf_counter()
@@ -87,6 +96,7 @@ class TicketExecutor:
             raise
         except Exception as exc:
             if len(tickets) == 1:
+                on_gpu_done()
                 await emit(self._failure(tickets[0], exc))
                 return
             log.warning("batch of %d failed (%r); retrying one by one", len(tickets), exc)
@@ -99,10 +109,12 @@ class TicketExecutor:
                     await emit(self._failure(ticket, single))
                     continue
                 await self._finish(ticket, result, emit)
+            on_gpu_done()
             return
         images = sum(t.request.count for t in tickets)
         elapsed = time.perf_counter() - started
         self.seconds_per_image = 0.7 * self.seconds_per_image + 0.3 * elapsed / max(images, 1)
+        on_gpu_done()
         pairs = zip(tickets, results, strict=True)
         await asyncio.gather(*(self._finish(t, r, emit) for t, r in pairs))
 

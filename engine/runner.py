@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
-from engine.encoding import DEFAULT_TOTAL_LIMIT, EncodedImage, encode_one, fit_total
+from engine.encoding import DEFAULT_TOTAL_LIMIT, EncodedImage, as_array, encode_one, fit_total
 
 if TYPE_CHECKING:
     from engine.encoding import Pixels
@@ -22,21 +24,36 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[["StepProgress"], object]
 
 MAX_ENCODE_WORKERS = 4
-"""One result is four images; more threads than that cannot help one job, and a bot box needs
-cores left for the event loop. PNG/WebP/JPEG encoders run in C, so images encode in parallel."""
+"""One result is four images; more processes than that cannot help one job, and a bot box
+needs cores left for the event loop and the GPU thread."""
 
 
 def default_encode_workers() -> int:
-    """Encoder threads: one per core, at most ``MAX_ENCODE_WORKERS``."""
+    """Encoder processes: one per core, at most ``MAX_ENCODE_WORKERS``."""
     return max(1, min(MAX_ENCODE_WORKERS, os.cpu_count() or 1))
+
+
+def encoder_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes that encode images, started from a clean server process.
+
+    Processes, not threads: fpng, the PNG writer, holds the GIL while it encodes (~6 ms per
+    1024x1024 image), and the GPU thread needs the GIL to launch every kernel. Moving the
+    pixels to a process costs ~1 ms per image; stalling the GPU thread costs the GPU
+    (BENCHMARKS.md, "busy-1024"). ``forkserver``: never fork a process that holds CUDA.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context.set_forkserver_preload(["engine.encoding"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 class EngineRunner:
     """Runs an ``Engine`` on a single dedicated thread and exposes it to asyncio.
 
     The engine is created by ``load`` on that thread too, so CUDA state and the pipeline are
-    only ever touched from one thread. Encoding runs on a separate small pool so that it never
-    waits behind the GPU.
+    only ever touched from one thread. Encoding runs on a small pool of processes so that it
+    never waits behind the GPU, nor the GPU behind it (``encoder_pool``).
     """
 
     def __init__(
@@ -50,9 +67,7 @@ class EngineRunner:
         self._warm_up = warm_up
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-gpu")
         self.encode_workers = encode_workers or default_encode_workers()
-        self._encoder = ThreadPoolExecutor(
-            max_workers=self.encode_workers, thread_name_prefix="imagine-encode"
-        )
+        self._encoder: Executor = encoder_pool(self.encode_workers)
         self._engine: Engine | None = None
         self._closed = False
 
@@ -136,13 +151,11 @@ class EngineRunner:
         ``indexes`` numbers the files (``{stem}_{index}.png``) when they are not 1, 2, ...
         ``images`` are uint8 (height, width, 3) arrays or PIL images.
         """
-        loop = asyncio.get_running_loop()
-        images = list(images)
+        images = [as_array(image) for image in images]
         numbers = list(indexes) if indexes is not None else list(range(1, len(images) + 1))
         encoded = await asyncio.gather(
             *(
-                loop.run_in_executor(
-                    self._encoder,
+                self._encode_call(
                     functools.partial(
                         encode_one,
                         image,
@@ -150,7 +163,7 @@ class EngineRunner:
                         stem=stem,
                         index=index,
                         image_format=image_format,
-                    ),
+                    )
                 )
                 for index, image in zip(numbers, images, strict=True)
             )
@@ -165,11 +178,26 @@ class EngineRunner:
                 indexes=numbers,
                 image_format=image_format,
             )
-            encoded = await loop.run_in_executor(self._encoder, call)
+            encoded = await self._encode_call(call)
         for item in encoded:
             if item.note:
                 log.info("%s: %s (%d bytes)", item.filename, item.note, len(item.data))
         return list(encoded)
+
+    async def _encode_call(self, call: functools.partial):
+        """Run ``call`` on the encoder pool; a pool whose process died is replaced once."""
+        loop = asyncio.get_running_loop()
+        pool = self._encoder
+        try:
+            return await loop.run_in_executor(pool, call)
+        except BrokenProcessPool:
+            if self._closed:
+                raise
+            log.warning("an encoder process died; starting new ones")
+            if self._encoder is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._encoder = encoder_pool(self.encode_workers)
+            return await loop.run_in_executor(self._encoder, call)
 
     async def close(self, *, wait: bool = True) -> None:
         """Wait for the running batch to finish, then stop both thread pools.

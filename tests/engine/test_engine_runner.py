@@ -75,3 +75,28 @@ async def test_close_waits_for_the_running_batch(tiny_engine, tiny_engine_settin
     await runner.close()
     assert job.done() or len((await job).images) == 1
     assert len((await job).images) == 1
+
+
+async def test_images_encode_in_processes_that_are_replaced_when_they_die() -> None:
+    """fpng holds the GIL, so encoding runs in processes; a dead one costs no result."""
+    import io
+    import os
+
+    import numpy as np
+
+    runner = EngineRunner(lambda: None, warm_up=False, encode_workers=2)
+    pixels = [np.full((32, 48, 3), i * 40, dtype=np.uint8) for i in range(4)]
+    try:
+        encoded = await runner.encode(pixels, 2**20, stem="job9", indexes=[1, 2, 4, 5])
+        assert [e.filename for e in encoded] == [f"job9_{i}.png" for i in (1, 2, 4, 5)]
+        for e, expected in zip(encoded, pixels, strict=True):
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(e.data))), expected)
+        processes = list(runner._encoder._processes.values())
+        assert processes and all(p.pid != os.getpid() for p in processes)
+        for process in processes:
+            process.kill()
+            process.join()
+        again = await runner.encode(pixels[:1], 2**20)
+        assert again[0].data == encoded[0].data
+    finally:
+        await runner.close()
