@@ -7,8 +7,9 @@ real SDXL render) and "noise" (uniform random pixels: the worst case PNG can mee
 random-weight models produce). Each encoder gets the uint8 (height, width, 3) arrays the engine
 makes. For each: CPU ms for the four images on one thread (process CPU time, so encoders that
 start threads of their own are counted in full), wall ms on one and on two threads, the ratio
-to Pillow level 1 in the same run, MiB per image, and whether every file decodes (with Pillow)
-to exactly the input. An encoder that is not installed is a row saying so.
+to Pillow level 1 in the same run, MiB per image, whether every file decodes (with Pillow)
+to exactly the input, and how long another Python thread (the GPU thread) waits for the GIL
+while it encodes. An encoder that is not installed is a row saying so.
 
 Optional encoders: ``pip install imagecodecs opencv-python-headless pyvips pyvips-binary``.
 Prints a markdown table for BENCHMARKS.md; ``--out`` also writes the rows as JSON.
@@ -23,6 +24,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -151,7 +153,35 @@ class Row:
     decodes_to_input: bool | None = None
     max_abs_error: int | None = None
     fits: bool | None = None  # every file <= 10 MiB and the set <= Discord's request limit
+    gil_wait_ms: float | None = None  # mean extra wake-up delay of a 1 ms sleeper meanwhile
     error: str | None = None
+
+
+def gil_wait_ms(images: list[np.ndarray], encode: Encoder, seconds: float = 0.4) -> float:
+    """How long a Python thread waits for the GIL while ``encode`` runs in another thread.
+
+    A stand-in for the GPU thread, which needs the GIL to launch each kernel: it sleeps 1 ms
+    in a loop; the mean delay past the 1 ms is what the encoder costs it (~0 when the encoder
+    releases the GIL, about one encode when it holds it).
+    """
+    stop = threading.Event()
+
+    def encoding() -> None:
+        while not stop.is_set():
+            for image in images:
+                encode(image)
+
+    thread = threading.Thread(target=encoding)
+    thread.start()
+    delays = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        time.sleep(0.001)
+        delays.append(time.perf_counter() - start - 0.001)
+    stop.set()
+    thread.join()
+    return statistics.mean(delays) * 1000
 
 
 def measure(images: list[np.ndarray], encode: Encoder, repeats: int) -> dict:
@@ -181,6 +211,7 @@ def measure(images: list[np.ndarray], encode: Encoder, repeats: int) -> dict:
         "decodes_to_input": max(errors) == 0,
         "max_abs_error": max(errors),
         "fits": max(sizes) <= FILE_LIMIT and sum(sizes) <= DEFAULT_TOTAL_LIMIT,
+        "gil_wait_ms": gil_wait_ms(images, encode),
     }
 
 
@@ -234,18 +265,20 @@ def _n(value: float | None, fmt: str) -> str:
 def table(rows: list[Row]) -> str:
     lines = [
         "| images | encoder | CPU ms for 4 (1 thread) | x Pillow level 1 | wall ms for 4, "
-        "2 threads | MiB per image (max) | decodes to the input | fits 10 / 25 MiB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "2 threads | MiB per image (max) | decodes to the input | fits 10 / 25 MiB "
+        "| GIL wait ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for r in rows:
         if r.error:
-            lines.append(f"| {r.images} | {r.encoder} | {r.error} | | | | | |")
+            lines.append(f"| {r.images} | {r.encoder} | {r.error} | | | | | | |")
             continue
         exact = "yes" if r.decodes_to_input else f"no (max error {r.max_abs_error})"
         lines.append(
             f"| {r.images} | {r.encoder} | {_n(r.cpu_ms_4, '.0f')} "
             f"| {_n(r.vs_pillow_level1, '.3f')} | {_n(r.wall_ms_4_two_threads, '.0f')} "
-            f"| {_n(r.mib_per_image_max, '.2f')} | {exact} | {'yes' if r.fits else 'no'} |"
+            f"| {_n(r.mib_per_image_max, '.2f')} | {exact} | {'yes' if r.fits else 'no'} "
+            f"| {_n(r.gil_wait_ms, '.1f')} |"
         )
     return "\n".join(lines)
 
