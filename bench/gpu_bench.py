@@ -1,18 +1,21 @@
 """GPU speed benchmark of the engine on a random-weight, full-size SDXL + LCM-LoRA.
 
 Times one bot request (4 images, 4 steps, 1024x1024) end to end through ``engine.Engine``
-(text encoding, denoising, decoding, conversion to PIL) for a series of variants, plus the
-UNet step and the VAE decode alone, and compares each with the compute floor from the FLOP
-counts in shared/docs/FACTS.md. Random weights: speed depends on shapes and kernels only, so
-nothing is downloaded.
+(text encoding, denoising, decoding, uint8 pixels in host memory) for a series of variants,
+plus the UNet step and the decode alone, what is left ("other": text encoders, scheduler,
+conversion and host copy), the PNG encoding of the request's images on one CPU core, and
+compares each with the compute floor from the FLOP counts in shared/docs/FACTS.md. Random
+weights: speed depends on shapes and kernels only, so nothing is downloaded.
 
-    python bench/gpu_bench.py --device cuda                     # full size, ~7 min on an H100
+    python bench/gpu_bench.py --device cuda                     # full size, ~4 min on an H100
     python bench/gpu_bench.py --tiny --device cpu               # toy sizes, proves the script
 
-Variants run in one process on one model, cheapest and most important first; each is a
+Variants run in one process on one model, in the order of ``DEFAULT_VARIANTS`` (the cheap
+eager rows first, the compiles, then the cheap rows that depend on nothing); each is a
 try/except (a failure is a row, never the end of the run) and is skipped when its estimated
-time would exceed ``--budget-s``. Results go to ``--out`` (JSON, rewritten after every variant
-so a killed run keeps what it measured) and a markdown table is printed last.
+time, plus that of the cheap rows still to come, would exceed ``--budget-s``. Every row is
+printed to stdout (a markdown table, header first) and written to ``--out`` (JSON) and its
+``.md`` as soon as it is measured, so a killed run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ log = logging.getLogger("bench.gpu_bench")
 PROMPT = "a photo of an astronaut riding a horse on mars, detailed, 35mm"
 SEED = 1234
 STEPS = 4  # LCM-LoRA: what the engine runs (IMAGINE_STEPS default)
+ENCODE_LIMIT_BYTES = 10 * 2**20  # Discord's per-file limit for a server without boosts
 
 # Work per image/prompt at 1024x1024, counted with torch.utils.flop_counter (FACTS.md).
 UNET_TFLOP_PER_IMAGE_STEP = 6.76
@@ -53,13 +57,10 @@ VAE_DECODE_TFLOP_PER_IMAGE = 10.47
 TEXT_TFLOP_PER_PROMPT = 0.11
 DEFAULT_PEAK_TFLOPS = 790.0  # dense fp16/bf16 measured on this workplace's H100/H200
 
-# torch.compile cold-cache guesses for full-size SDXL UNet + VAE decode on an H100 (seconds).
-# After the first compiled variant they are rescaled by what it really took.
-COMPILE_ESTIMATE_S = {
-    "default": 100.0,
-    "reduce-overhead": 120.0,
-    "max-autotune-no-cudagraphs": 300.0,
-}
+# Cold-cache guess (seconds) for compile_pipeline's reduce-overhead compile of the full-size
+# UNet and VAE decoder on an H100; rescaled by what the first compiled variant really took.
+COMPILE_ESTIMATE_S = 120.0
+FP8_SETUP_ESTIMATE_S = 20.0  # a UNet copy, quantization and the reference forward
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,18 @@ class Variant:
     stock_vae: bool = False
     channels_last: bool = False
     fused_qkv: bool = False
-    compile_mode: str | None = None
+    compiled: bool = False  # engine.compiling.compile_pipeline: what IMAGINE_COMPILE runs
     fp8: bool = False
+    tiny_vae: bool = False  # decode with TAESD-XL: IMAGINE_VAE_DECODER=tiny
+    in_default: bool = True  # part of the default list (the others only via --variants)
 
 
-ALL_TOGETHER = {"channels_last": True, "fused_qkv": True}
+ALL_EAGER = {"channels_last": True, "fused_qkv": True}
 
-# Order matters: what the report needs most comes first (naive, default, all together), then
-# the cheap single changes, then the compiles, whose time is hard to predict (the cheapest
-# compile mode first), so a compile that overruns its estimate cannot cost the eager rows.
+# Order matters: what the report needs most first (naive, default, all eager tricks), then the
+# compiles, whose time is hard to predict (the budget keeps room for the cheap rows after
+# them), then the cheap rows. The rows that only confirm what is known come last, and only
+# with --variants.
 VARIANTS: tuple[Variant, ...] = (
     Variant(
         "naive",
@@ -90,39 +94,43 @@ VARIANTS: tuple[Variant, ...] = (
         stock_vae=True,
     ),
     Variant("default", "engine default: LoRA fused, fp16-fix VAE, SDPA, fp16"),
-    Variant("all_eager", "default + channels_last + fused QKV (no compile)", **ALL_TOGETHER),
-    Variant("channels_last", "default + channels_last UNet and VAE", channels_last=True),
-    Variant("fused_qkv", "default + pipe.fuse_qkv_projections()", fused_qkv=True),
-    Variant("batch8", "default, 2 requests x 4 images in one call", images=8),
-    Variant("batch16", "default, 4 requests x 4 images in one call", images=16),
-    Variant("fp8", "default + torchao float8 dynamic-activation/weight UNet linears", fp8=True),
+    Variant("all_eager", "default + channels_last + fused QKV (no compile)", **ALL_EAGER),
     Variant(
-        "all_compiled",
-        "default + channels_last + fused QKV + torch.compile UNet & VAE decode (mode default)",
-        compile_mode="default",
-        **ALL_TOGETHER,
-    ),
-    Variant(
-        "all_cudagraphs",
-        "all together + torch.compile mode reduce-overhead (CUDA graphs)",
-        compile_mode="reduce-overhead",
-        **ALL_TOGETHER,
-    ),
-    Variant(
-        "all_max_autotune",
-        "all together + torch.compile mode max-autotune-no-cudagraphs (Engine's IMAGINE_COMPILE)",
-        compile_mode="max-autotune-no-cudagraphs",
-        **ALL_TOGETHER,
+        "compiled",
+        "IMAGINE_COMPILE: compile_pipeline (channels_last, fused QKV, torch.compile UNet and "
+        "VAE decoder, mode reduce-overhead = CUDA graphs)",
+        compiled=True,
     ),
     Variant(
         "fp8_compiled",
-        "fp8 UNet + all together + torch.compile (mode default)",
+        "torchao float8 UNet linears + compile_pipeline (reduce-overhead)",
         fp8=True,
-        compile_mode="default",
-        **ALL_TOGETHER,
+        compiled=True,
+    ),
+    Variant(
+        "tiny_vae",
+        "default, decoded by TAESD-XL (IMAGINE_VAE_DECODER=tiny)",
+        tiny_vae=True,
+    ),
+    Variant("batch16", "default, 4 requests x 4 images in one call", images=16),
+    # Only with --variants: each confirms what BENCHMARKS.md already says.
+    Variant(
+        "channels_last",
+        "default + channels_last UNet and VAE",
+        channels_last=True,
+        in_default=False,
+    ),
+    Variant("fused_qkv", "default + pipe.fuse_qkv_projections()", fused_qkv=True, in_default=False),
+    Variant("batch8", "default, 2 requests x 4 images in one call", images=8, in_default=False),
+    Variant(
+        "fp8",
+        "default + torchao float8 dynamic-activation/weight UNet linears (eager)",
+        fp8=True,
+        in_default=False,
     ),
 )
 VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
+DEFAULT_VARIANTS = tuple(v.name for v in VARIANTS if v.in_default)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class Row:
     description: str
     status: str = "ok"
     images: int = 4
+    decoder: str | None = None  # class of what decoded the images
     ms_per_request: float | None = None
     ms_per_image: float | None = None
     images_per_s: float | None = None
@@ -156,6 +165,12 @@ class Row:
     compile_s: float | None = None
     unet_step_ms: float | None = None
     vae_decode_ms: float | None = None
+    # ms/request - steps x UNet step - decode: text encoders, scheduler, uint8 + host copy.
+    other_ms: float | None = None
+    encode_ms: float | None = None  # encode_images of one request's images, one CPU core
+    encode_kib: float | None = None  # their files, together
+    image_shape: list[int] | None = None
+    vae_tflop_per_image: float | None = None
     floor_request_ms: float | None = None
     floor_unet_step_ms: float | None = None
     floor_vae_ms: float | None = None
@@ -166,7 +181,10 @@ class Row:
     nonfinite: bool | None = None
     fp8_rel_error: float | None = None
     lora_layers: int | None = None
-    compiled_frames: int | None = None  # torch.compile: 2 (UNet, VAE decode); more = recompiles
+    # Frames torch.compile compiled during the variant: 2 (UNet, VAE decoder) when compiled,
+    # more = recompiles; 0 for an eager variant (a compile left behind would show here).
+    compiled_frames: int | None = None
+    channels_last: bool | None = None  # the UNet's memory format while it was timed
     attn_processors: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -231,6 +249,28 @@ def _fused_qkv(ctx: BenchContext) -> Iterator[None]:
         ctx.pipe.unfuse_qkv_projections()
 
 
+def build_tiny_decoder(*, tiny: bool, device: Any, dtype: Any, seed: int = 7) -> Any:
+    """TAESD-XL (``AutoencoderTiny``'s default config is its architecture), random weights.
+
+    ``tiny``: the same structure at toy widths, for the CPU check.
+    """
+    from diffusers import AutoencoderTiny
+
+    from bench.sdxl_random import init_small_
+
+    config: dict[str, Any] = {}
+    if tiny:
+        config = {
+            "encoder_block_out_channels": (16, 16, 16, 16),
+            "decoder_block_out_channels": (16, 16, 16, 16),
+            "num_encoder_blocks": (1, 1, 1, 1),
+            "num_decoder_blocks": (1, 1, 1, 1),
+        }
+    taesd = AutoencoderTiny(**config).to(device=device, dtype=dtype)
+    init_small_(taesd, seed=seed)
+    return taesd.eval().requires_grad_(False)
+
+
 # Cross-attention K/V see only 77 tokens (negligible work) and odd matmul shapes; skip them.
 _FP8_SKIP = ("attn2.to_k", "attn2.to_v", "attn2.to_kv")
 
@@ -273,9 +313,22 @@ def _quantize_fp8(unet: Any, granularity: str) -> None:
     quantize_(unet, config, filter_fn=_fp8_filter)
 
 
+def _already_fused() -> None:
+    """``fuse_qkv_projections`` of a UNet fused before it was quantized: nothing to do.
+
+    Fusing again would rebuild ``to_qkv``/``to_kv`` from the quantized ``to_q``/``to_k``/
+    ``to_v`` (unquantized, or broken). The fused linears are what runs, so they are what the
+    float8 copy quantizes; compile_pipeline then does everything else as for the engine.
+    """
+
+
 @contextlib.contextmanager
-def _fp8_unet(ctx: BenchContext, row: Row) -> Iterator[None]:
-    """A float8 copy of the UNet (per-row scales, else per-tensor) swapped into the pipeline."""
+def _fp8_unet(ctx: BenchContext, row: Row, *, fuse_qkv: bool) -> Iterator[None]:
+    """A float8 copy of the UNet (per-row scales, else per-tensor) swapped into the pipeline.
+
+    ``fuse_qkv``: the copy's QKV projections are fused before quantizing (for
+    compile_pipeline, which fuses them too); the pipeline's own UNet is never changed.
+    """
     import torch
 
     original = ctx.pipe.unet
@@ -286,6 +339,8 @@ def _fp8_unet(ctx: BenchContext, row: Row) -> Iterator[None]:
     for granularity in ("row", "tensor"):
         candidate = copy.deepcopy(original)
         try:
+            if fuse_qkv:
+                candidate.fuse_qkv_projections()
             _quantize_fp8(candidate, granularity)
             with torch.inference_mode():
                 out = call_unet(candidate, inputs)[0].float()
@@ -299,6 +354,8 @@ def _fp8_unet(ctx: BenchContext, row: Row) -> Iterator[None]:
             _free(ctx)
             continue
         quantized = candidate
+        if fuse_qkv:
+            quantized.fuse_qkv_projections = _already_fused
         row.fp8_rel_error = float((out - reference).norm() / reference.norm())
         row.notes.append(f"fp8 per-{granularity} scales")
         break
@@ -315,29 +372,41 @@ def _fp8_unet(ctx: BenchContext, row: Row) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _compiled(ctx: BenchContext, mode: str) -> Iterator[None]:
-    """torch.compile the UNet and ``vae.decode`` the way ``Engine._compile`` does."""
-    import torch
+def _engine_compiled(ctx: BenchContext, decoder: Any) -> Iterator[None]:
+    """``engine.compiling.compile_pipeline`` (what IMAGINE_COMPILE runs), undone afterwards.
 
-    backend = ctx.args.compile_backend
-    # Only inductor has modes; the debug backends (CPU checks of the plumbing) take none.
-    options = {"mode": None if mode == "default" else mode} if backend == "inductor" else {}
-    unet = ctx.pipe.unet
-    ctx.pipe.unet = torch.compile(unet, backend=backend, **options)
-    ctx.pipe.vae.decode = torch.compile(ctx.pipe.vae.decode, backend=backend, **options)
+    It works in place: channels_last UNet and decoder, fused QKV (UNet and VAE), then
+    ``Module.compile`` of the UNet and ``decoder.decoder``, which sets the module's
+    ``_compiled_call_impl``; dropping that attribute makes the module eager again.
+    """
+    import torch
+    import torch._dynamo
+
+    from engine.compiling import compile_pipeline
+
+    pipe = ctx.pipe
+    unet = pipe.unet
+    processors = {"unet": unet.attn_processors, "vae": pipe.vae.attn_processors}
     try:
+        compile_pipeline(pipe, decoder, backend=ctx.args.compile_backend)
         yield
     finally:
-        ctx.pipe.unet = unet
-        ctx.pipe.vae.__dict__.pop("decode", None)  # back to the class's bound method
+        for module in (unet, decoder.decoder):
+            vars(module).pop("_compiled_call_impl", None)  # back to the class default, None
         torch._dynamo.reset()
+        unet.set_attn_processor(processors["unet"])
+        pipe.vae.set_attn_processor(processors["vae"])
+        pipe.fusing_unet = pipe.fusing_vae = False
+        unet.to(memory_format=torch.contiguous_format)
+        decoder.to(memory_format=torch.contiguous_format)
 
 
-def _compiled_frame_count() -> int:
-    """Frames torch.compile has compiled so far (each recompile adds one)."""
-    from torch._dynamo.utils import counters
+def _is_channels_last(unet: Any) -> bool:
+    """Whether the UNet's convolutions are in channels_last memory format."""
+    import torch
 
-    return int(counters["frames"]["total"])
+    weight = unet.conv_in.weight
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def _free(ctx: BenchContext) -> None:
@@ -370,7 +439,7 @@ def call_unet(unet: Any, inputs: dict[str, Any]) -> Any:
     """Call ``unet`` the way the SDXL pipeline does: sample and timestep positional.
 
     torch.compile guards on how arguments are passed; any difference from the pipeline's call
-    would recompile the UNet (minutes with max-autotune) just for this measurement.
+    would recompile the UNet (and record new CUDA graphs) just for this measurement.
     """
     rest = {k: v for k, v in inputs.items() if k not in ("sample", "timestep")}
     return unet(inputs["sample"], inputs["timestep"], **rest)
@@ -428,26 +497,32 @@ def _time_unet_step(ctx: BenchContext, images: int) -> tuple[float, bool]:
     return ms, bool(torch.isfinite(out[0]).all())
 
 
-def _time_vae_decode(ctx: BenchContext, images: int) -> tuple[float, bool]:
-    """Median ms of ``vae.decode`` on ``images`` latents, upcasting like the pipeline does."""
+def _decoder_latents(ctx: BenchContext, decoder: Any, images: int) -> Any:
+    """Random latents as ``decode_latents`` hands them to ``decoder.decode``."""
     import torch
 
-    vae = ctx.pipe.vae
     gen = torch.Generator(device=ctx.device).manual_seed(SEED)
     latent = ctx.size // ctx.pipe.vae_scale_factor
-    shape = (images, 4, latent, latent)
     with torch.inference_mode():  # inference tensors like the pipeline's: no recompile
-        latents = torch.randn(*shape, generator=gen, device=ctx.device, dtype=ctx.dtype)
-        latents = latents / vae.config.scaling_factor
+        latents = torch.randn(images, 4, latent, latent, generator=gen, device=ctx.device)
+        return (latents / decoder.config.scaling_factor).to(ctx.dtype)
+
+
+def _time_vae_decode(ctx: BenchContext, decoder: Any, images: int) -> tuple[float, bool]:
+    """Median ms of ``decoder.decode`` on ``images`` latents, upcasting like the engine does
+    (``engine.decoding.decode_latents`` without its uint8 conversion and host copy)."""
+    import torch
+
+    latents = _decoder_latents(ctx, decoder, images)
 
     def decode() -> Any:
-        # diffusers casts the stock VAE to fp32 for every decode and back afterwards.
-        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+        # diffusers (and the engine) cast the stock VAE to fp32 for every decode and back.
+        upcast = decoder.dtype == torch.float16 and getattr(decoder.config, "force_upcast", False)
         if upcast:
-            vae.to(dtype=torch.float32)
-        image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+            decoder.to(dtype=torch.float32)
+        image = decoder.decode(latents.to(decoder.dtype), return_dict=False)[0]
         if upcast:
-            vae.to(dtype=torch.float16)
+            decoder.to(dtype=torch.float16)
         return image
 
     with torch.inference_mode():
@@ -456,8 +531,23 @@ def _time_vae_decode(ctx: BenchContext, images: int) -> tuple[float, bool]:
     return ms, bool(torch.isfinite(out).all())
 
 
-def _time_requests(ctx: BenchContext, engine: Any, row: Row) -> None:
-    """Warm-up and timed runs of one bot request (or ``images / 4`` requests batched)."""
+def _decoder_tflop(ctx: BenchContext, decoder: Any) -> float:
+    """TFLOP of one image's decode by ``decoder`` at the bench's size (torch's flop counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    latents = _decoder_latents(ctx, decoder, 1)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        decoder.decode(latents, return_dict=False)
+    return counter.get_total_flops() / 1e12
+
+
+def _time_requests(ctx: BenchContext, engine: Any, row: Row) -> list[Any]:
+    """Warm-up and timed runs of one bot request (or ``images / 4`` requests batched).
+
+    Returns the first request's images (``GeneratedImage``) of the last run.
+    """
     from engine import EngineSettings, make_request
 
     settings: EngineSettings = engine.settings
@@ -467,42 +557,60 @@ def _time_requests(ctx: BenchContext, engine: Any, row: Row) -> None:
         for i in range(max(1, row.images // per_request))
     ]
 
-    def run() -> Any:
+    def run() -> list[Any]:
         results = engine.generate_batch(requests)
-        images = [im.image for result in results for im in result.images]
-        if len(images) != row.images:
-            raise RuntimeError(f"expected {row.images} images, got {len(images)}")
-        return images
+        # The pixels are what the engine hands over (uint8 in host memory): no PIL here.
+        count = sum(len(result.images) for result in results)
+        if count != row.images:
+            raise RuntimeError(f"expected {row.images} images, got {count}")
+        return list(results[0].images)
 
     ctx.sync()
     started = time.perf_counter()
-    run()  # first call: lazy init, compilation, autotuning
+    images = run()  # first call: lazy init, compilation, autotuning, CUDA graph recording
     row.first_request_s = time.perf_counter() - started
     for _ in range(ctx.args.warmup):
         run()
     for _ in range(ctx.args.runs):
         ctx.sync()
         started = time.perf_counter()
-        run()
+        images = run()
         ctx.sync()
         row.request_ms_runs.append((time.perf_counter() - started) * 1000.0)
     row.ms_per_request = statistics.median(row.request_ms_runs)
     row.ms_per_image = row.ms_per_request / row.images
     row.images_per_s = row.images / (row.ms_per_request / 1000.0)
+    row.image_shape = list(images[0].pixels.shape)
+    return images
+
+
+def _time_encode(ctx: BenchContext, images: list[Any], row: Row) -> None:
+    """Median ms of ``encode_images`` (the bot's PNG writer) on one request's images."""
+    from engine.encoding import encode_images
+
+    pixels = [image.pixels for image in images]
+    times, files = [], []
+    for _ in range(max(1, ctx.args.runs)):
+        started = time.perf_counter()
+        files = encode_images(pixels, ENCODE_LIMIT_BYTES)
+        times.append((time.perf_counter() - started) * 1000.0)
+    row.encode_ms = statistics.median(times)
+    row.encode_kib = sum(len(f.data) for f in files) / 1024
 
 
 def _fill_floor(ctx: BenchContext, row: Row) -> None:
     peak = ctx.args.peak_tflops
     work = ctx.work
+    vae_tflop = row.vae_tflop_per_image or work.vae_tflop_per_image
     prompts = max(1, row.images // 4)
     request_tflop = (
         work.unet_tflop_per_image_step * row.images * STEPS
-        + work.vae_tflop_per_image * row.images
+        + vae_tflop * row.images
         + work.text_tflop_per_prompt * prompts
     )
     row.floor_request_ms = work.floor_ms(request_tflop, peak)
     row.floor_unet_step_ms = work.floor_ms(work.unet_tflop_per_image_step * row.images, peak)
-    row.floor_vae_ms = work.floor_ms(work.vae_tflop_per_image * row.images, peak)
+    row.floor_vae_ms = work.floor_ms(vae_tflop * row.images, peak)
     if row.ms_per_request:
         row.request_of_floor = row.floor_request_ms / row.ms_per_request
     if row.unet_step_ms:
@@ -515,31 +623,47 @@ def _estimate_s(ctx: BenchContext, variant: Variant) -> float:
     """Rough seconds the variant will take: requests and timings, plus compilation."""
     calls = 1 + ctx.args.warmup + ctx.args.runs + 1  # + UNet and VAE timings ~ one request
     estimate = ctx.request_s_estimate * (variant.images / 4) * calls
-    if variant.compile_mode and ctx.device.type == "cuda" and not ctx.args.tiny:
-        estimate += COMPILE_ESTIMATE_S[variant.compile_mode] * ctx.compile_scale
+    if variant.compiled and ctx.device.type == "cuda" and not ctx.args.tiny:
+        estimate += COMPILE_ESTIMATE_S * ctx.compile_scale
     if variant.fp8:
-        estimate += 20.0 if not ctx.args.tiny else 1.0
+        estimate += FP8_SETUP_ESTIMATE_S if not ctx.args.tiny else 1.0
     return estimate
 
 
-def run_variant(ctx: BenchContext, variant: Variant) -> Row:
-    """Set the variant up on the shared pipeline, time it, undo the set-up; never raises."""
+def _runs_here(ctx: BenchContext, variant: Variant) -> str | None:
+    """Why ``variant`` cannot run on this device, or None."""
+    if variant.compiled and ctx.device.type != "cuda" and ctx.args.compile_backend == "inductor":
+        return "skipped: torch.compile variants run on CUDA only (or --compile-backend eager)"
+    return None
+
+
+def run_variant(ctx: BenchContext, variant: Variant, later: tuple[Variant, ...] = ()) -> Row:
+    """Set the variant up on the shared pipeline, time it, undo the set-up; never raises.
+
+    ``later``: the variants still to run; a compile may not take the time the cheap ones need.
+    """
     import torch
 
     from bench.sdxl_random import count_lora_layers
+    from engine.compiling import compiled_frames
 
     row = Row(variant.name, variant.description, images=variant.images)
-    if (
-        variant.compile_mode
-        and ctx.device.type != "cuda"
-        and ctx.args.compile_backend == "inductor"
-    ):
-        row.status = "skipped: torch.compile variants run on CUDA only (or --compile-backend eager)"
+    why_not = _runs_here(ctx, variant)
+    if why_not:
+        row.status = why_not
         return row
     estimate = _estimate_s(ctx, variant)
+    reserve = 0.0
+    if variant.compiled:
+        reserve = sum(
+            _estimate_s(ctx, v) for v in later if not v.compiled and _runs_here(ctx, v) is None
+        )
     left = ctx.args.budget_s - ctx.elapsed_s()
-    if estimate > left:
-        row.status = f"skipped: would exceed budget (needs ~{estimate:.0f} s, {left:.0f} s left)"
+    if estimate + reserve > left:
+        kept = f" + ~{reserve:.0f} s kept for the cheap rows after it" if reserve else ""
+        row.status = (
+            f"skipped: would exceed budget (needs ~{estimate:.0f} s{kept}, {left:.0f} s left)"
+        )
         return row
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
@@ -547,6 +671,10 @@ def run_variant(ctx: BenchContext, variant: Variant) -> Row:
         _ensure_lora_state(ctx, unfused=variant.unfused_lora)
         with contextlib.ExitStack() as stack:
             started = time.perf_counter()
+            decoder = ctx.pipe.vae
+            if variant.tiny_vae:
+                decoder = build_tiny_decoder(tiny=ctx.args.tiny, device=ctx.device, dtype=ctx.dtype)
+                row.vae_tflop_per_image = _decoder_tflop(ctx, decoder)
             if variant.stock_vae:
                 stack.enter_context(_stock_vae(ctx))
             if variant.channels_last:
@@ -554,38 +682,45 @@ def run_variant(ctx: BenchContext, variant: Variant) -> Row:
             if variant.fused_qkv:
                 stack.enter_context(_fused_qkv(ctx))
             if variant.fp8:
-                stack.enter_context(_fp8_unet(ctx, row))
-            if variant.compile_mode:
-                stack.enter_context(_compiled(ctx, variant.compile_mode))
+                stack.enter_context(_fp8_unet(ctx, row, fuse_qkv=variant.compiled))
+            frames_before = compiled_frames()
+            if variant.compiled:
+                stack.enter_context(_engine_compiled(ctx, decoder))
             row.setup_s = time.perf_counter() - started
-            unet = getattr(ctx.pipe.unet, "_orig_mod", ctx.pipe.unet)
+            row.decoder = type(decoder).__name__
+            unet = ctx.pipe.unet
             row.lora_layers = count_lora_layers(unet)
+            row.channels_last = _is_channels_last(unet)
             row.attn_processors = dict(
                 Counter(type(p).__name__ for p in unet.attn_processors.values())
             )
-            engine = _make_engine(ctx)
-            frames_before = _compiled_frame_count()
-            _time_requests(ctx, engine, row)
-            if variant.compile_mode:
-                # The first call compiles (and autotunes); the rest of it is one request.
+            engine = _make_engine(ctx, decoder)
+            images = _time_requests(ctx, engine, row)
+            if variant.compiled:
+                # The first call compiles (and records graphs); the rest of it is one request.
                 row.compile_s = row.first_request_s - row.ms_per_request / 1000.0
             row.unet_step_ms, unet_finite = _time_unet_step(ctx, variant.images)
-            row.vae_decode_ms, vae_finite = _time_vae_decode(ctx, variant.images)
+            row.vae_decode_ms, vae_finite = _time_vae_decode(ctx, decoder, variant.images)
+            row.other_ms = row.ms_per_request - STEPS * row.unet_step_ms - row.vae_decode_ms
             row.nonfinite = not (unet_finite and vae_finite)
-            if variant.compile_mode:
-                row.compiled_frames = _compiled_frame_count() - frames_before
-                if row.compiled_frames > 2:
-                    row.notes.append(f"{row.compiled_frames} compiled frames (recompiles?)")
+            row.compiled_frames = compiled_frames() - frames_before
+            if variant.compiled and row.compiled_frames > 2:
+                row.notes.append(f"{row.compiled_frames} compiled frames (recompiles?)")
+            if not variant.compiled and row.compiled_frames:
+                row.notes.append(f"{row.compiled_frames} compiled frames in an eager variant")
             if row.nonfinite:
                 row.notes.append("NaN/inf in UNet or VAE output (random weights overflowed)")
             del engine
+        # Off the GPU's clock: the bot encodes in a process pool while the GPU goes on.
+        _time_encode(ctx, images, row)
+        del images
         if ctx.device.type == "cuda":
             row.peak_mem_gib = torch.cuda.max_memory_allocated(ctx.device) / 2**30
-        if not (variant.compile_mode or variant.fp8):
+        if not (variant.compiled or variant.fp8):
             # Eager, unquantized: the best guess for the cost of the variants still to come.
             ctx.request_s_estimate = row.ms_per_request / 1000.0 * 4 / variant.images
-        if variant.compile_mode and row.compile_s is not None and not ctx.args.tiny:
-            ctx.compile_scale = max(0.5, row.compile_s / COMPILE_ESTIMATE_S[variant.compile_mode])
+        if variant.compiled and row.compile_s is not None and not ctx.args.tiny:
+            ctx.compile_scale = max(0.5, row.compile_s / COMPILE_ESTIMATE_S)
         _fill_floor(ctx, row)
     except ImportError as exc:
         row.status = f"unavailable: {type(exc).__name__}: {exc}"
@@ -601,7 +736,7 @@ def run_variant(ctx: BenchContext, variant: Variant) -> Row:
     return row
 
 
-def _make_engine(ctx: BenchContext) -> Any:
+def _make_engine(ctx: BenchContext, decoder: Any) -> Any:
     from engine import Engine, EngineSettings
 
     settings = EngineSettings(
@@ -613,11 +748,12 @@ def _make_engine(ctx: BenchContext) -> Any:
         guidance=1.0,
         images_per_request=4,
         max_batch_images=16,
-        compile=False,  # the bench compiles itself, per variant
+        compile=False,  # the bench runs compile_pipeline itself, per variant
+        vae_decoder="full" if decoder is ctx.pipe.vae else "tiny",
         preview_vae="",
         translator="",
     )
-    return Engine(ctx.pipe, settings)
+    return Engine(ctx.pipe, settings, decoder=decoder)
 
 
 # -- tiny work model ------------------------------------------------------------------------------
@@ -657,37 +793,70 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.3g}%"
 
 
-def markdown_table(rows: list[Row], header: dict[str, Any]) -> str:
-    """The results as a markdown table, ready to paste into BENCHMARKS.md."""
-    lines = [
+TABLE_COLUMNS = (
+    "variant",
+    "images",
+    "ms/request",
+    "ms/image",
+    "img/s",
+    "UNet ms/step",
+    "VAE ms",
+    "other ms",
+    "encode ms",
+    "request % floor",
+    "UNet % floor",
+    "VAE % floor",
+    "peak GiB",
+    "first call s",
+    "notes",
+)
+
+
+def table_header(header: dict[str, Any]) -> list[str]:
+    """The lines above the table's rows: what was measured how, and the column titles."""
+    return [
         f"{header['card']}, torch {header['torch']}, diffusers {header['diffusers']}, "
-        f"{header['dtype']}, {header['size']}x{header['size']}, 4 steps, "
+        f"{header['dtype']}, {header['size']}x{header['size']}, {STEPS} steps, "
         f"median of {header['runs']} after {header['warmup']} warm-up; "
         f"floor at {header['peak_tflops']:g} TFLOP/s "
-        f"({header['work']['source']}). '% floor' = floor time / measured time.",
+        f"({header['work']['source']}). '% floor' = floor time / measured time. "
+        f"other = ms/request - {STEPS} x UNet ms/step - VAE ms (text encoders, scheduler, "
+        f"uint8 conversion, host copy); encode = encode_images of one request's "
+        f"{header['images_per_request']} images on one CPU core ({header['png_encoder']}; "
+        "random weights make noise (full VAE) or flat images (TAESD), not pictures: "
+        "bench/encode_bench.py has the encoders on real ones).",
         "",
-        "| variant | images | ms/request | ms/image | img/s | UNet ms/step | VAE ms "
-        "| request % floor | UNet % floor | VAE % floor | peak GiB | first call s | notes |",
-        "| --- " + "| ---: " * 11 + "| --- |",
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "| --- " + "| ---: " * (len(TABLE_COLUMNS) - 2) + "| --- |",
     ]
-    for r in rows:
-        notes = [] if r.status == "ok" else [r.status]
-        if r.fp8_rel_error is not None:
-            notes.append(f"fp8 rel. error {r.fp8_rel_error:.2e}")
-        if r.compile_s is not None and r.compile_s > 1:
-            notes.append(f"compile ~{r.compile_s:.0f} s")
-        if r.lora_layers:
-            notes.append(f"{r.lora_layers} unfused LoRA layers")
-        notes += r.notes
-        lines.append(
-            f"| {r.variant} | {r.images} | {_fmt(r.ms_per_request, '.1f')} "
-            f"| {_fmt(r.ms_per_image, '.1f')} | {_fmt(r.images_per_s, '.2f')} "
-            f"| {_fmt(r.unet_step_ms, '.1f')} | {_fmt(r.vae_decode_ms, '.1f')} "
-            f"| {_pct(r.request_of_floor)} | {_pct(r.unet_of_floor)} | {_pct(r.vae_of_floor)} "
-            f"| {_fmt(r.peak_mem_gib, '.1f')} | {_fmt(r.first_request_s, '.1f')} "
-            f"| {'; '.join(notes).replace('|', '/')} |"
-        )
-    return "\n".join(lines)
+
+
+def table_row(r: Row) -> str:
+    """One markdown table row."""
+    notes = [] if r.status == "ok" else [r.status]
+    if r.decoder and r.decoder != "AutoencoderKL":
+        notes.append(f"decoded by {r.decoder}")
+    if r.fp8_rel_error is not None:
+        notes.append(f"fp8 rel. error {r.fp8_rel_error:.2e}")
+    if r.compile_s is not None and r.compile_s > 1:
+        notes.append(f"compile ~{r.compile_s:.0f} s")
+    if r.lora_layers:
+        notes.append(f"{r.lora_layers} unfused LoRA layers")
+    notes += r.notes
+    return (
+        f"| {r.variant} | {r.images} | {_fmt(r.ms_per_request, '.1f')} "
+        f"| {_fmt(r.ms_per_image, '.1f')} | {_fmt(r.images_per_s, '.2f')} "
+        f"| {_fmt(r.unet_step_ms, '.1f')} | {_fmt(r.vae_decode_ms, '.1f')} "
+        f"| {_fmt(r.other_ms, '.1f')} | {_fmt(r.encode_ms, '.1f')} "
+        f"| {_pct(r.request_of_floor)} | {_pct(r.unet_of_floor)} | {_pct(r.vae_of_floor)} "
+        f"| {_fmt(r.peak_mem_gib, '.1f')} | {_fmt(r.first_request_s, '.1f')} "
+        f"| {'; '.join(notes).replace('|', '/')} |"
+    )
+
+
+def markdown_table(rows: list[Row], header: dict[str, Any]) -> str:
+    """The results as a markdown table, ready to paste into BENCHMARKS.md."""
+    return "\n".join([*table_header(header), *(table_row(r) for r in rows)])
 
 
 def _finite(value: Any) -> Any:
@@ -716,7 +885,16 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {}
-    for name in ("torch", "diffusers", "transformers", "peft", "accelerate", "torchao", "triton"):
+    for name in (
+        "torch",
+        "diffusers",
+        "transformers",
+        "peft",
+        "accelerate",
+        "torchao",
+        "triton",
+        "fpng",
+    ):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -731,33 +909,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
     parser.add_argument(
         "--variants",
-        default=",".join(v.name for v in VARIANTS),
-        help="comma-separated; run in the built-in order: " + ", ".join(VARIANTS_BY_NAME),
+        default=",".join(DEFAULT_VARIANTS),
+        help="comma-separated, run in the built-in order: "
+        + ", ".join(VARIANTS_BY_NAME)
+        + " (default: "
+        + ",".join(DEFAULT_VARIANTS)
+        + ")",
     )
-    parser.add_argument("--runs", type=int, default=None, help="timed runs, median (5; tiny 3)")
-    parser.add_argument(
-        "--warmup", type=int, default=None, help="untimed runs after the first call (2; tiny 1)"
-    )
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip what would overrun")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs, median (3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs after the first (1)")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="skip what would overrun")
     parser.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS)
     parser.add_argument(
         "--compile-backend",
         choices=("inductor", "eager", "aot_eager"),
         default="inductor",
-        help="eager/aot_eager: check the compile variants' plumbing on CPU (no speed-up)",
+        help="eager/aot_eager: run the compile variants' compile_pipeline on a CPU (no speed-up)",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu.json")
     args = parser.parse_args(argv)
-    if args.runs is None:
-        args.runs = 3 if args.tiny else 5
-    if args.warmup is None:
-        args.warmup = 1 if args.tiny else 2
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS_BY_NAME]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS_BY_NAME)}")
     args.variant_list = [v for v in VARIANTS if v.name in names]
     return args
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # stdout is the table: each line out as soon as it is known
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -769,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.sdxl_random import add_lcm_lora, build_pipeline
+    from engine.encoding import png_encoder
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -778,12 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         # make a 10 s run take a minute.
         torch.set_num_threads(1)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    if device.type == "cuda":
-        import torch._inductor.config as inductor_config
-
-        # The diffusers torch.compile guide's setting; cheap at compile time, helps 1x1 convs.
-        # (TF32 flags stay at PyTorch's defaults: the naive variant's fp32 VAE must not gain.)
-        inductor_config.conv_1x1_as_mm = True
+    # No inductor settings of its own: the compiled rows run what the engine runs.
 
     started = time.perf_counter()
     pipe = build_pipeline(tiny=args.tiny, device=device, dtype=dtype, force_upcast=False)
@@ -806,10 +982,14 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": str(dtype).removeprefix("torch."),
         "tiny": args.tiny,
         "size": size,
+        "steps": STEPS,
+        "images_per_request": 4,
         "runs": args.runs,
         "warmup": args.warmup,
         "budget_s": args.budget_s,
         "peak_tflops": args.peak_tflops,
+        "compile_backend": args.compile_backend,
+        "png_encoder": png_encoder(),
         "build_s": build_s,
         "work": dataclasses.asdict(work),
     }
@@ -822,11 +1002,16 @@ def main(argv: list[str] | None = None) -> int:
     ctx = BenchContext(pipe, args, device, dtype, size, work)
     # Guess for the first budget check; replaced by the first measured request.
     ctx.request_s_estimate = 0.5 if args.tiny else 3.0
+    for line in table_header(header):
+        _print(line)
     rows: list[Row] = []
-    for variant in args.variant_list:
+    variants = tuple(args.variant_list)
+    for index, variant in enumerate(variants):
         log.info("variant %s: %s", variant.name, variant.description)
-        row = run_variant(ctx, variant)
+        row = run_variant(ctx, variant, later=variants[index + 1 :])
         rows.append(row)
+        _write(args.out, header, rows)
+        _print(table_row(row))  # the CLI's output: paste into BENCHMARKS.md
         log.info(
             "variant %s: %s, %s ms/request, UNet %s ms/step, VAE %s ms (%.0f s elapsed)",
             row.variant,
@@ -836,8 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
             _fmt(row.vae_decode_ms, ".1f"),
             ctx.elapsed_s(),
         )
-        _write(args.out, header, rows)
-    print(markdown_table(rows, header))  # the CLI's output: paste into BENCHMARKS.md
+    log.info("done in %.0f s; table in %s", ctx.elapsed_s(), args.out.with_suffix(".md"))
     return 0
 
 
