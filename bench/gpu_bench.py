@@ -497,37 +497,29 @@ def _time_unet_step(ctx: BenchContext, images: int) -> tuple[float, bool]:
     return ms, bool(torch.isfinite(out[0]).all())
 
 
-def _decoder_latents(ctx: BenchContext, decoder: Any, images: int) -> Any:
-    """Random latents as ``decode_latents`` hands them to ``decoder.decode``."""
+def _decoder_latents(ctx: BenchContext, images: int) -> Any:
+    """Random latents as the pipeline hands them to ``engine.decoding``."""
     import torch
 
     gen = torch.Generator(device=ctx.device).manual_seed(SEED)
     latent = ctx.size // ctx.pipe.vae_scale_factor
     with torch.inference_mode():  # inference tensors like the pipeline's: no recompile
         latents = torch.randn(images, 4, latent, latent, generator=gen, device=ctx.device)
-        return (latents / decoder.config.scaling_factor).to(ctx.dtype)
+        return latents.to(ctx.dtype)
 
 
 def _time_vae_decode(ctx: BenchContext, decoder: Any, images: int) -> tuple[float, bool]:
-    """Median ms of ``decoder.decode`` on ``images`` latents, upcasting like the engine does
-    (``engine.decoding.decode_latents`` without its uint8 conversion and host copy)."""
+    """Median ms of the engine's decode (``engine.decoding.decode_on_device``: unscale,
+    upcast when the VAE asks for it) on ``images`` latents, without the uint8 conversion and
+    host copy that "other ms" counts."""
     import torch
 
-    latents = _decoder_latents(ctx, decoder, images)
+    from engine.decoding import decode_on_device
 
-    def decode() -> Any:
-        # diffusers (and the engine) cast the stock VAE to fp32 for every decode and back.
-        upcast = decoder.dtype == torch.float16 and getattr(decoder.config, "force_upcast", False)
-        if upcast:
-            decoder.to(dtype=torch.float32)
-        image = decoder.decode(latents.to(decoder.dtype), return_dict=False)[0]
-        if upcast:
-            decoder.to(dtype=torch.float16)
-        return image
-
+    latents = _decoder_latents(ctx, images)
     with torch.inference_mode():
-        decode()
-        ms, out = _median_ms(ctx, decode, ctx.args.runs)
+        decode_on_device(decoder, latents)
+        ms, out = _median_ms(ctx, lambda: decode_on_device(decoder, latents), ctx.args.runs)
     return ms, bool(torch.isfinite(out).all())
 
 
@@ -536,10 +528,12 @@ def _decoder_tflop(ctx: BenchContext, decoder: Any) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    latents = _decoder_latents(ctx, decoder, 1)
+    from engine.decoding import decode_on_device
+
+    latents = _decoder_latents(ctx, 1)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        decoder.decode(latents, return_dict=False)
+        decode_on_device(decoder, latents)
     return counter.get_total_flops() / 1e12
 
 

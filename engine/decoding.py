@@ -59,8 +59,16 @@ def to_host(pixels: torch.Tensor) -> np.ndarray:
 def decode_latents(vae: Any, latents: torch.Tensor) -> np.ndarray:
     """Decode a batch of latents with ``vae`` (an ``AutoencoderKL`` or ``AutoencoderTiny``).
 
-    Returns uint8 (batch, height, width, 3) pixels in host memory. Upcasts a VAE whose config
-    asks for it (``force_upcast``, e.g. SDXL's stock VAE in fp16) for the decode, like diffusers.
+    Returns uint8 (batch, height, width, 3) pixels in host memory.
+    """
+    return to_host(to_uint8_hwc(decode_on_device(vae, latents)))
+
+
+def decode_on_device(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """The pipeline's latents -> ``vae``'s output in [-1, 1], (batch, 3, height, width).
+
+    Upcasts a VAE whose config asks for it (``force_upcast``, e.g. SDXL's stock VAE in fp16)
+    for the decode, like diffusers.
     """
     upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
     if upcast:
@@ -73,7 +81,7 @@ def decode_latents(vae: Any, latents: torch.Tensor) -> np.ndarray:
     finally:
         if upcast:
             vae.to(dtype=torch.float16)
-    return to_host(to_uint8_hwc(decoded))
+    return decoded
 
 
 def preview_image(taesd: Any, latents: torch.Tensor, max_side: int) -> Image.Image:
