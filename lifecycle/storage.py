@@ -26,7 +26,7 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["imagine", "reroll", "variation", "upscale", "reply"]
+JobKind = Literal["imagine", "reroll", "variation", "upscale", "reply", "remix"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 SafetyMode = Literal["spoiler", "withhold", "off"]
 
@@ -117,8 +117,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN flagged TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE jobs ADD COLUMN withheld TEXT NOT NULL DEFAULT '[]';
     """,
+    # 3 -> 4: the server gallery. Display names as they were when the job was made and shared
+    # (the gallery shows names, never ids); whether the showcase was age-restricted; whether a
+    # share is still listed (its images purged: no); the per-server opt-in and its secret slug.
+    """
+    ALTER TABLE jobs ADD COLUMN requester_name TEXT;
+    ALTER TABLE shares ADD COLUMN shared_by_name TEXT;
+    ALTER TABLE shares ADD COLUMN showcase_nsfw INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE shares ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX shares_by_guild ON shares(guild_id, shared_at);
+    ALTER TABLE guild_settings ADD COLUMN gallery_enabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE guild_settings ADD COLUMN gallery_slug TEXT;
+    CREATE UNIQUE INDEX guild_settings_by_gallery_slug ON guild_settings(gallery_slug);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# Which shares a server's gallery shows (one ``?``: the guild id). An age-restricted source or
+# showcase never reaches the web, whatever else is true.
+_LISTABLE = (
+    "WHERE shares.guild_id = ? AND shares.listed = 1 AND shares.showcase_message_id IS NOT NULL "
+    "AND shares.showcase_nsfw = 0 AND jobs.nsfw_channel = 0"
+)
 
 
 class StorageError(RuntimeError):
@@ -157,6 +178,7 @@ class NewJob:
     interaction_token: str | None = None
     reply_to_message_id: int | None = None
     nsfw_channel: bool = False
+    requester_name: str | None = None  # display name when asked (the gallery's "made by")
 
 
 @dataclass(frozen=True)
@@ -199,6 +221,7 @@ class Job:
     nsfw_channel: bool = False
     flagged: tuple[int, ...] = ()  # 1-based images the safety filter flagged (spoilered)
     withheld: tuple[int, ...] = ()  # 1-based images the safety filter withheld (not stored)
+    requester_name: str | None = None  # the requester's display name when they asked
 
     @property
     def model_prompt(self) -> str:
@@ -232,6 +255,17 @@ class Share:
     showcase_message_id: int | None
     shared_by: int
     shared_at: float
+    shared_by_name: str | None = None  # display name of who shared it, when they did
+    showcase_nsfw: bool = False  # the showcase channel was age-restricted
+    listed: bool = True  # shown in the server's gallery (False once its images are purged)
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """A share listed in a server's gallery, with its job."""
+
+    share: Share
+    job: Job
 
 
 @dataclass(frozen=True)
@@ -249,6 +283,8 @@ class GuildSettings:
     blocklist_remove: tuple[str, ...] = ()
     safety_mode: SafetyMode = "spoiler"
     per_user_limit: int | None = None
+    gallery_enabled: bool = False
+    gallery_slug: str | None = None  # the secret part of the gallery's address, once made
 
     def allows_channel(self, channel_id: int) -> bool:
         """True when /imagine may be used in ``channel_id``."""
@@ -260,7 +296,9 @@ _JOB_BOOL_COLUMNS = {"raw", "nsfw_channel"}
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _SETTINGS_JSON_COLUMNS = ("allowed_channel_ids", "blocklist_add", "blocklist_remove")
 _SETTINGS_FIELDS = tuple(f.name for f in fields(GuildSettings) if f.name != "guild_id")
+_SETTINGS_BOOL_COLUMNS = ("gallery_enabled",)
 _SHARE_FIELDS = tuple(f.name for f in fields(Share))
+_SHARE_BOOL_COLUMNS = ("showcase_nsfw", "listed")
 
 
 def _job_from_row(row: aiosqlite.Row) -> Job:
@@ -279,12 +317,19 @@ def _settings_from_row(row: aiosqlite.Row) -> GuildSettings:
     values: dict[str, Any] = {"guild_id": row["guild_id"]}
     for name in _SETTINGS_FIELDS:
         value = row[name]
-        values[name] = tuple(json.loads(value)) if name in _SETTINGS_JSON_COLUMNS else value
+        if name in _SETTINGS_JSON_COLUMNS:
+            value = tuple(json.loads(value))
+        elif name in _SETTINGS_BOOL_COLUMNS:
+            value = bool(value)
+        values[name] = value
     return GuildSettings(**values)
 
 
-def _share_from_row(row: aiosqlite.Row) -> Share:
-    return Share(**{name: row[name] for name in _SHARE_FIELDS})
+def _share_from_row(row: aiosqlite.Row, prefix: str = "") -> Share:
+    values = {name: row[prefix + name] for name in _SHARE_FIELDS}
+    for name in _SHARE_BOOL_COLUMNS:
+        values[name] = bool(values[name])
+    return Share(**values)
 
 
 async def schema_version(db: aiosqlite.Connection) -> int:
@@ -531,6 +576,8 @@ class Storage:
         showcase_channel_id: int,
         shared_by: int,
         showcase_message_id: int | None = None,
+        shared_by_name: str | None = None,
+        showcase_nsfw: bool = False,
     ) -> Share | None:
         """Claim a share of the job (``image_index`` 0) or of one image (1-based).
 
@@ -543,7 +590,8 @@ class Storage:
         """
         share = await self._fetch_share(
             "INSERT INTO shares (job_id, image_index, guild_id, showcase_channel_id, "
-            "showcase_message_id, shared_by, shared_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "showcase_message_id, shared_by, shared_at, shared_by_name, showcase_nsfw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id, image_index) DO NOTHING RETURNING *",
             (
                 job_id,
@@ -553,6 +601,8 @@ class Storage:
                 showcase_message_id,
                 shared_by,
                 self._clock(),
+                shared_by_name,
+                int(showcase_nsfw),
             ),
         )
         return share
@@ -592,6 +642,75 @@ class Storage:
         ) as cursor:
             return cursor.rowcount > 0
 
+    async def shares_of_job(self, job_id: int) -> list[Share]:
+        """Every share of the job (the whole set and single images)."""
+        async with self._db.execute(
+            "SELECT * FROM shares WHERE job_id = ? ORDER BY image_index", (job_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_share_from_row(row) for row in rows]
+
+    async def remove_share_by_message(self, showcase_message_id: int) -> Share | None:
+        """Forget the share posted as ``showcase_message_id`` (the post was deleted)."""
+        return await self._fetch_share(
+            "DELETE FROM shares WHERE showcase_message_id = ? RETURNING *", (showcase_message_id,)
+        )
+
+    async def unlist_shares(self, job_ids: Iterable[int]) -> list[Share]:
+        """Take these jobs' shares out of the gallery (their images were purged).
+
+        The rows stay, so their showcase posts keep working as the job's messages (Remix).
+
+        Returns:
+            The shares that were listed until now.
+        """
+        ids = sorted({int(i) for i in job_ids})
+        if not ids:
+            return []
+        marks = ", ".join("?" for _ in ids)
+        async with self._db.execute(
+            f"UPDATE shares SET listed = 0 WHERE listed = 1 AND job_id IN ({marks}) RETURNING *",
+            ids,
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_share_from_row(row) for row in rows]
+
+    async def gallery_page(
+        self, guild_id: int, *, limit: int, offset: int = 0
+    ) -> tuple[list[GalleryEntry], int]:
+        """One page of a server's gallery, newest share first, and how many entries it has.
+
+        Lists shares that are posted, listed, and neither made in nor shared to an
+        age-restricted channel.
+        """
+        async with self._db.execute(
+            f"SELECT COUNT(*) FROM shares JOIN jobs ON jobs.id = shares.job_id {_LISTABLE}",
+            (guild_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        total = int(row[0]) if row else 0
+        entries = await self._gallery_entries(
+            f"{_LISTABLE} ORDER BY shares.shared_at DESC, shares.job_id DESC, "
+            "shares.image_index DESC LIMIT ? OFFSET ?",
+            (guild_id, limit, offset),
+        )
+        return entries, total
+
+    async def gallery_entries_of_job(self, guild_id: int, job_id: int) -> list[GalleryEntry]:
+        """The listable shares of one job in a server's gallery (none: not in the gallery)."""
+        return await self._gallery_entries(
+            f"{_LISTABLE} AND shares.job_id = ? ORDER BY shares.image_index", (guild_id, job_id)
+        )
+
+    async def _gallery_entries(self, where: str, params: Any) -> list[GalleryEntry]:
+        shares = ", ".join(f"shares.{name} AS share_{name}" for name in _SHARE_FIELDS)
+        async with self._db.execute(
+            f"SELECT jobs.*, {shares} FROM shares JOIN jobs ON jobs.id = shares.job_id {where}",
+            params,
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [GalleryEntry(_share_from_row(row, "share_"), _job_from_row(row)) for row in rows]
+
     # --- guild settings ---------------------------------------------------------------------
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
@@ -601,6 +720,14 @@ class Storage:
         ) as cursor:
             row = await cursor.fetchone()
         return _settings_from_row(row) if row else GuildSettings(guild_id=guild_id)
+
+    async def guild_by_gallery_slug(self, slug: str) -> GuildSettings | None:
+        """The settings of the server whose gallery address has ``slug``, or None."""
+        async with self._db.execute(
+            "SELECT * FROM guild_settings WHERE gallery_slug = ?", (slug,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _settings_from_row(row) if row else None
 
     async def update_guild_settings(self, guild_id: int, /, **changes: Any) -> GuildSettings:
         """Change some settings of a guild (others keep their value) and return all of them.
