@@ -1,4 +1,4 @@
-"""What users do: start a generation (command, button, reply), delete, share, cancel, upscale.
+"""What users do: start a generation (command, button, reply, remix), delete, share, cancel.
 
 Every path that makes new images goes through ``submit`` and so through the same queue.
 """
@@ -18,10 +18,12 @@ from bot import render
 from bot.blocklist import Refusal, check_prompt
 from bot.errors import explain
 from bot.i18n import t
-from bot.replies import parse_reply, strip_bot_mention
+from bot.remix import RemixForm, RemixModal
+from bot.replies import is_blank, parse_reply, strip_bot_mention
 from engine import InvalidRequest, make_request
 from engine.requests import SEED_LIMIT
 from engine.translation import needs_translation
+from gallery.pages import imagine_command
 from lifecycle.service import JobRejected
 from lifecycle.storage import GuildSettings, Job, NewJob
 
@@ -42,6 +44,7 @@ class Origin:
     nsfw_channel: bool
     interaction: discord.Interaction | None = None
     reply_to: discord.Message | None = None
+    requester_name: str | None = None  # display name, for the gallery's "made by"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ def origin_from_interaction(interaction: discord.Interaction) -> Origin:
         locale=str(interaction.locale),
         nsfw_channel=nsfw,
         interaction=interaction,
+        requester_name=interaction.user.display_name,
     )
 
 
@@ -98,15 +102,23 @@ def origin_from_message(message: discord.Message) -> Origin:
         locale=locale,
         nsfw_channel=nsfw,
         reply_to=message,
+        requester_name=message.author.display_name,
     )
 
 
-async def _guild_rules(bot: ImagineBot, origin: Origin) -> GuildSettings | None:
+def _remix_in_showcase(settings: GuildSettings, origin: Origin, kind: str) -> bool:
+    """A Remix clicked on a showcase post runs there, whatever channels /imagine is limited to."""
+    return kind == "remix" and origin.channel_id == settings.showcase_channel_id
+
+
+async def _guild_rules(bot: ImagineBot, origin: Origin, kind: str) -> GuildSettings | None:
     """The guild's settings; raise JobRejected when /imagine is not allowed in this channel."""
     if origin.guild_id is None:
         return None
     settings = await bot.storage.guild_settings(origin.guild_id)
-    if not settings.allows_channel(origin.channel_id):
+    if not settings.allows_channel(origin.channel_id) and not _remix_in_showcase(
+        settings, origin, kind
+    ):
         allowed = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
         raise JobRejected(f"Image generation is not enabled in this channel. Try {allowed}.")
     return settings
@@ -170,7 +182,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
     Raises:
         JobRejected: with a user-facing message; nothing was queued.
     """
-    settings = await _guild_rules(bot, origin)
+    settings = await _guild_rules(bot, origin, ask.kind)
     negatives = [ask.negative_prompt] if ask.negative_prompt else []
     _check_texts(origin, settings, [ask.prompt], negatives)
     per_user_limit = settings.per_user_limit if settings else None
@@ -216,6 +228,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         interaction_token=interaction.token if interaction else None,
         reply_to_message_id=origin.reply_to.id if origin.reply_to else None,
         nsfw_channel=origin.nsfw_channel,
+        requester_name=origin.requester_name,
     )
     job = await bot.jobs.accept(new, per_user_limit=per_user_limit)
     bot.jobs.set_notes(job.id, [*notes, *request.notes])
@@ -331,6 +344,8 @@ async def _dispatch(
         await _share(bot, interaction, job, index)
     elif action == "cancel":
         await _cancel(bot, interaction, job)
+    elif action == "remix":
+        await _open_remix(bot, interaction, job)
 
 
 def _image_available(job: Job, index: int) -> bool:
@@ -379,8 +394,12 @@ async def _delete(bot: ImagineBot, interaction: discord.Interaction, job: Job) -
         await interaction.message.delete()
     if interaction.message is None or interaction.message.id == job.result_message_id:
         await bot.storage.set_result_message(job.id, None)
-        # Deleted means gone: its stored files too (shared or not).
+        # Deleted means gone: its stored files too (shared or not), so off the gallery.
         await bot.jobs.purge_images(job)
+        await bot.gallery.images_purged([job.id])
+    else:
+        # A showcase post taken down (its MESSAGE_DELETE says the same; either is enough).
+        await bot.gallery.post_deleted(interaction.message.id)
 
 
 async def _cancel(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
@@ -432,6 +451,8 @@ async def _share(
         guild_id=interaction.guild_id,
         showcase_channel_id=settings.showcase_channel_id,
         shared_by=interaction.user.id,
+        shared_by_name=interaction.user.display_name,
+        showcase_nsfw=is_age_restricted(showcase_channel),
     )
     if share is None:
         existing = await bot.storage.get_share(job.id, image_index)
@@ -457,15 +478,12 @@ async def _share(
         channel = bot.get_partial_messageable(
             settings.showcase_channel_id, guild_id=interaction.guild_id
         )
-        text = (
-            "⭐ "
-            + render.result_text(job)
-            + f"\nShared by <@{interaction.user.id}>"
-        )
+        text = "⭐ " + render.result_text(job) + f"\nShared by <@{interaction.user.id}>"
         posted = await channel.send(
             content=text[: render.MESSAGE_LIMIT],
             # A flagged image stays a spoiler wherever it goes.
             files=render.image_files(blobs, [i in job.flagged for i in indexes]),
+            view=render.showcase_view(job.id),
             allowed_mentions=discord.AllowedMentions.none(),
         )
     except discord.HTTPException as exc:
@@ -476,6 +494,83 @@ async def _share(
     await bot.storage.set_share_message(job.id, image_index, posted.id)
     link = render.message_link(interaction.guild_id, settings.showcase_channel_id, posted.id)
     await interaction.followup.send(t("shared", locale, link=link), ephemeral=True)
+    if settings.gallery_enabled and bot.gallery_server is not None:
+        shown = [
+            (i, data)
+            for i, (_, data) in zip(indexes, blobs, strict=True)
+            if i not in job.flagged  # never on the web: no thumbnail needed
+        ]
+        await bot.gallery.prepare(job.id, shown)
+
+
+# --------------------------------------------------------------------------------- remix
+async def _open_remix(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
+    """Open the Remix form for a showcase post (or say where it can run instead)."""
+    problem = await _remix_problem(bot, interaction, job)
+    if problem is not None:
+        await interaction.response.send_message(problem, ephemeral=True)
+        return
+    await interaction.response.send_modal(RemixModal(job))
+
+
+async def remix_submitted(
+    bot: ImagineBot, interaction: discord.Interaction, job_id: int, form: RemixForm
+) -> None:
+    """Start the clicker's own job from a submitted Remix form.
+
+    Their job, queue turn and limits, and the rules of the channel it runs in. "Same seed"
+    with the prompt unchanged reproduces the original set (same prompt, translation, size).
+    """
+    locale = interaction.locale
+    job = await bot.storage.get_job(job_id)
+    if job is None:
+        await interaction.response.send_message(t("job_not_found", locale), ephemeral=True)
+        return
+    problem = await _remix_problem(bot, interaction, job)
+    if problem is not None:
+        await interaction.response.send_message(problem, ephemeral=True)
+        return
+    if is_blank(form.prompt):
+        await interaction.response.send_message(t("empty_prompt", locale), ephemeral=True)
+        return
+    prompt = form.prompt.strip()
+    unchanged = prompt == job.prompt.strip()
+    changes: dict[str, object] = {
+        "kind": "remix",
+        "prompt": prompt,
+        "negative_prompt": form.negative_prompt.strip(),
+    }
+    if form.same_seed:
+        changes["seed"] = job.seed
+    if not unchanged:
+        changes["interpreted_prompt"] = prompt if job.raw else None
+    await start_from_interaction(bot, interaction, ask_from_job(job, **changes))
+
+
+async def _remix_problem(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> str | None:
+    """Why a Remix cannot run where it was clicked (None: it can).
+
+    It runs in that channel when /imagine may be used there or it is the showcase channel, and
+    the bot may post images there; otherwise the answer says where to run it, with the
+    ``/imagine`` line that makes the set.
+    """
+    if interaction.guild_id is None or job.guild_id != interaction.guild_id:
+        return t("job_not_found", interaction.locale)
+    settings = await bot.storage.guild_settings(interaction.guild_id)
+    channel_id = interaction.channel_id or 0
+    allowed = settings.allows_channel(channel_id) or channel_id == settings.showcase_channel_id
+    perms = interaction.app_permissions
+    if allowed and perms.send_messages and perms.attach_files:
+        return None
+    where = (
+        ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
+        if settings.allowed_channel_ids
+        else "a channel where I may post images"
+    )
+    command = render.escape_user_text(imagine_command(job, job.seed).replace("`", "ˋ"))
+    return f"I can't post images in this channel. Run it in {where}:\n`{command}`"[
+        : render.MESSAGE_LIMIT
+    ]
 
 
 # --------------------------------------------------------------------------------- replies

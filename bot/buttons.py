@@ -14,7 +14,7 @@ import discord
 if TYPE_CHECKING:
     from bot.client import ImagineBot
 
-ACTIONS = ("reroll", "upscale", "vary", "delete", "share", "cancel")
+ACTIONS = ("reroll", "upscale", "vary", "delete", "share", "cancel", "remix")
 
 _LOOK: dict[str, tuple[str | None, str | None, discord.ButtonStyle]] = {
     # action: (emoji, label prefix, style)
@@ -24,6 +24,7 @@ _LOOK: dict[str, tuple[str | None, str | None, discord.ButtonStyle]] = {
     "delete": ("🗑️", None, discord.ButtonStyle.secondary),
     "share": ("⭐", None, discord.ButtonStyle.secondary),
     "cancel": (None, "Cancel", discord.ButtonStyle.danger),
+    "remix": ("🎨", "Remix", discord.ButtonStyle.primary),
 }
 
 

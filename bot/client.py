@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import blocklist
-from bot.actions import handle_button
+from bot.actions import handle_button, reject, remix_submitted
 from bot.buttons import JobButton
 from bot.delivery import EDIT_INTERVAL, DiscordSink
 from bot.errors import explain
@@ -24,8 +24,10 @@ from bot.settings import BotSettings
 from engine import EngineError, EngineRunner
 from engine.executor import TicketExecutor
 from engine.settings import COMPILE_CACHE
+from gallery.listing import GalleryListing
+from gallery.thumbnails import ThumbnailStore
 from lifecycle.backend import Backend
-from lifecycle.image_files import ImageFiles, run_retention
+from lifecycle.image_files import ImageFiles, SweepReport, run_retention
 from lifecycle.local import LocalBackend
 from lifecycle.queue import FairQueue
 from lifecycle.service import JobService
@@ -35,7 +37,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ATTACHMENT_LIMIT = 10 * 2**20
 EXIT_GPU_STUCK = 3  # the generation watchdog fired: restart me (docs/storage-and-queue.md)
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.library", "bot.cogs.server_settings")
+EXTENSIONS = (
+    "bot.cogs.imagine",
+    "bot.cogs.library",
+    "bot.cogs.server_settings",
+    "bot.cogs.showcase",
+)
 
 
 def point_discord_py_at(api_base: str, gateway_url: str) -> None:
@@ -74,11 +81,13 @@ class ImagineBot(commands.Bot):
         self.queue = FairQueue(settings.queue_max_jobs, settings.queue_per_user)
         self.storage: Storage
         self.jobs: JobService
+        self.gallery: GalleryListing
         self.translator: Any = None
         self.safety: Any = None
         self._attachment_limits: dict[int | None, int] = {}
         self._retention: asyncio.Task | None = None
         self._ops: Any = None  # engine.monitoring.OpsServer when IMAGINE_METRICS_PORT is set
+        self.gallery_server: Any = None  # gallery.server.GalleryServer when IMAGINE_GALLERY_PORT
         self.exit_code = 0  # what `python -m bot` exits with (3: the GPU watchdog fired)
         self.tree.on_error = self.on_app_command_error
 
@@ -104,6 +113,7 @@ class ImagineBot(commands.Bot):
             per_user_limit=self.settings.queue_per_user,
             max_jobs=self.settings.queue_max_jobs,
         )
+        self.gallery = GalleryListing(self.storage, ThumbnailStore(self.settings.thumbnails_dir))
         self.add_dynamic_items(JobButton)
         if not self.runner.started and not self.settings.uses_workers:
             await self.runner.start()  # loads the model on the GPU thread; the loop stays free
@@ -128,8 +138,20 @@ class ImagineBot(commands.Bot):
                 self.jobs.metrics.registry,
                 self.health,
             )
+        if self.settings.gallery_enabled:
+            from gallery.server import GalleryHandlers, GalleryServer
+
+            handlers = GalleryHandlers(self.storage, self.gallery.thumbnails, self._stored_image)
+            self.gallery_server = await GalleryServer.start(
+                self.settings.gallery_host, self.settings.gallery_port, handlers
+            )
         self._retention = asyncio.create_task(
-            run_retention(files, self.settings, self.storage.shared_job_ids),
+            run_retention(
+                files,
+                self.settings,
+                self.storage.shared_job_ids,
+                on_sweep=self._after_sweep,
+            ),
             name="imagine-retention",
         )
         if self.settings.sync_guild_id:
@@ -240,6 +262,14 @@ class ImagineBot(commands.Bot):
                 self.optional_model_wait_s,
             )
 
+    async def _stored_image(self, job: Any, index: int) -> tuple[str, bytes]:
+        """One stored image of a job, as (file name, bytes), for the gallery."""
+        return (await self.jobs.load_images(job, [index]))[0]
+
+    async def _after_sweep(self, report: SweepReport) -> None:
+        """A retention sweep removed sets: the gallery drops them too."""
+        await self.gallery.images_purged(report.removed)
+
     def health(self) -> dict[str, object]:
         """What ``/healthz`` says: ok while connected to Discord and the GPU is not stuck
         (no worker online is not a fault of the bot: jobs wait for one)."""
@@ -264,6 +294,8 @@ class ImagineBot(commands.Bot):
             self._retention.cancel()
         if self._ops is not None:
             await self._ops.close()
+        if self.gallery_server is not None:
+            await self.gallery_server.close()
         stuck = hasattr(self, "jobs") and self.jobs.stuck
         if hasattr(self, "jobs"):
             await self.jobs.stop()
@@ -301,6 +333,18 @@ class ImagineBot(commands.Bot):
     ) -> None:
         """Where ``JobButton`` clicks go (the button knows nothing of jobs or actions)."""
         await handle_button(self, interaction, action, job_id, index)
+
+    async def on_remix_submit(
+        self, interaction: discord.Interaction, job_id: int, form: Any
+    ) -> None:
+        """Where a submitted Remix form goes (``bot.remix.RemixModal``: a ``RemixForm``)."""
+        try:
+            await remix_submitted(self, interaction, job_id, form)
+        except Exception as exc:
+            # Like a button: no command tree in between, so answer here and no form hangs.
+            message = explain(exc, interaction.locale, context=f"remix of job {job_id}")
+            with contextlib.suppress(discord.HTTPException):
+                await reject(interaction, message)
 
     # ------------------------------------------------------------------ errors
     async def on_interaction(self, interaction: discord.Interaction) -> None:

@@ -125,6 +125,15 @@ def result_view(job_id: int, count: int, withheld: Sequence[int] = ()) -> discor
     return view
 
 
+def showcase_view(job_id: int) -> discord.ui.View:
+    """Buttons of a showcase post: Remix (anyone: their own images from this prompt) and 🗑
+    (the set's author or a moderator: takes the post down, and off the gallery)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("remix", job_id, row=0))
+    view.add_item(JobButton("delete", job_id, row=0))
+    return view
+
+
 def cancel_view(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton("cancel", job_id))

@@ -62,6 +62,15 @@ class BotSettings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", validation_alias=AliasChoices("IMAGINE_METRICS_HOST", "metrics_host")
     )
+    gallery_port: int = Field(
+        0, ge=0, le=65535, validation_alias=AliasChoices("IMAGINE_GALLERY_PORT", "gallery_port")
+    )
+    gallery_host: str = Field(
+        "0.0.0.0", validation_alias=AliasChoices("IMAGINE_GALLERY_HOST", "gallery_host")
+    )
+    gallery_url: str = Field(
+        "", validation_alias=AliasChoices("IMAGINE_GALLERY_URL", "gallery_url")
+    )
     auto_shard: bool = Field(
         False, validation_alias=AliasChoices("IMAGINE_AUTO_SHARD", "auto_shard")
     )
@@ -84,6 +93,21 @@ class BotSettings(BaseSettings):
         """Whether GPU workers do the generating (``IMAGINE_QUEUE_URL`` is set): then this
         process loads no image model."""
         return bool(self.queue_url.get_secret_value())
+
+    @property
+    def gallery_enabled(self) -> bool:
+        """Whether this bot serves server galleries (``IMAGINE_GALLERY_PORT`` is set)."""
+        return self.gallery_port > 0
+
+    def gallery_address(self, slug: str) -> str:
+        """The public address of the gallery with ``slug``: under ``IMAGINE_GALLERY_URL``, or
+        ``http://localhost:<port>`` when that is not set."""
+        base = self.gallery_url.rstrip("/") or f"http://localhost:{self.gallery_port}"
+        return f"{base}/g/{slug}/"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
 
     @property
     def database_path(self) -> Path:

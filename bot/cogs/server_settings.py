@@ -1,8 +1,10 @@
-"""A server's own rules: /imagine-settings (showcase, safety, channels, blocklist, limits)."""
+"""A server's own rules: /imagine-settings (showcase, gallery, safety, channels, blocklist,
+limits)."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,7 +13,7 @@ from discord.ext import commands
 
 from bot.blocklist import is_floor_term
 from bot.i18n import COMMAND_TEXT, t
-from lifecycle.storage import SAFETY_MODES
+from lifecycle.storage import SAFETY_MODES, GuildSettings
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAFETY_CHOICES = [app_commands.Choice(name=m, value=m) for m in sorted(SAFETY_MODES)]
+ON_OFF = [app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
+
+
+def new_gallery_slug() -> str:
+    """The secret part of a gallery's address: 128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
 
 
 def _split_terms(text: str | None) -> list[str]:
@@ -35,17 +43,19 @@ class ServerSettings(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(
         showcase="Channel where ⭐ posts shared images",
+        gallery="A public web page of this server's ⭐-shared images (admins see its address)",
         safety_mode="What to do with images the safety filter flags",
         allowed_channels="Channels (#mentions) where /imagine works; 'all' = everywhere",
         block="Words to add to the blocklist (comma separated)",
         unblock="Words to remove from the blocklist (comma separated)",
         per_user_limit="Most jobs one member may have waiting",
     )
-    @app_commands.choices(safety_mode=SAFETY_CHOICES)
+    @app_commands.choices(safety_mode=SAFETY_CHOICES, gallery=ON_OFF)
     async def settings(
         self,
         interaction: discord.Interaction,
         showcase: discord.TextChannel | None = None,
+        gallery: app_commands.Choice[str] | None = None,
         safety_mode: app_commands.Choice[str] | None = None,
         allowed_channels: str | None = None,
         block: str | None = None,
@@ -58,6 +68,17 @@ class ServerSettings(commands.Cog):
         changes: dict[str, object] = {}
         if showcase is not None:
             changes["showcase_channel_id"] = showcase.id
+        if gallery is not None:
+            if gallery.value == "on" and not self.bot.settings.gallery_enabled:
+                await interaction.response.send_message(
+                    "The gallery is not available on this bot: its operator has not set "
+                    "IMAGINE_GALLERY_PORT. Nothing was changed.",
+                    ephemeral=True,
+                )
+                return
+            changes["gallery_enabled"] = gallery.value == "on"
+            if gallery.value == "on" and not current.gallery_slug:
+                changes["gallery_slug"] = new_gallery_slug()
         if safety_mode is not None:
             changes["safety_mode"] = safety_mode.value
         if allowed_channels is not None:
@@ -103,17 +124,32 @@ class ServerSettings(commands.Cog):
                 interaction.user.id,
                 sorted(changes),
             )
+        address = (
+            self.bot.settings.gallery_address(current.gallery_slug)
+            if current.gallery_slug and interaction.permissions.manage_guild
+            else None
+        )
         await interaction.response.send_message(
-            _settings_text(current, saved=bool(changes)), ephemeral=True
+            _settings_text(current, saved=bool(changes), gallery_address=address),
+            ephemeral=True,
         )
 
 
-def _settings_text(settings, *, saved: bool) -> str:
+def _gallery_text(settings: GuildSettings, address: str | None) -> str:
+    if not settings.gallery_enabled:
+        return "off"
+    if address is None:  # only members who may change settings see the address
+        return "on"
+    return f"on: <{address}>"
+
+
+def _settings_text(settings: GuildSettings, *, saved: bool, gallery_address: str | None) -> str:
     channels = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids) or "all channels"
     showcase = f"<#{settings.showcase_channel_id}>" if settings.showcase_channel_id else "not set"
     lines = [
         "Settings saved." if saved else "Settings for this server:",
         f"- showcase: {showcase}",
+        f"- gallery: {_gallery_text(settings, gallery_address)}",
         f"- /imagine allowed in: {channels}",
         f"- safety filter: {settings.safety_mode}",
         f"- extra blocked words: {len(settings.blocklist_add)}; unblocked defaults: "

@@ -31,6 +31,7 @@ from .models import (
     InteractionType,
     Message,
     MessageType,
+    Perm,
     RecordedRequest,
     StandinTimeout,
     User,
@@ -755,6 +756,21 @@ class DiscordStandin:
                 f"{custom_id!r} on message {message.id} is disabled; a user cannot use it"
             )
         return component
+
+    async def delete_message(self, user: User, message: Message) -> None:
+        """A member deletes `message` in the client (their own, or anyone's with Manage
+        Messages): it is gone and MESSAGE_DELETE is dispatched."""
+        self._require_connected()
+        if message.deleted:
+            raise AssertionError(f"message {message.id} is already deleted")
+        guild = message.guild
+        if message.author is not user:
+            allowed = guild is not None and bool(
+                user.member_permissions & (Perm.MANAGE_MESSAGES | Perm.ADMINISTRATOR)
+            )
+            if not allowed:
+                raise ValueError(f"{user!r} may not delete message {message.id} of another member")
+        await self._delete_message(message)
 
     async def context_menu(
         self,
