@@ -20,6 +20,9 @@ from lifecycle.storage import GalleryEntry, Job
 PER_PAGE = 24
 THUMBNAIL_SIDE = 384  # the thumbnail store's longest side (gallery.thumbnails.THUMBNAIL_SIZE)
 UNKNOWN_NAME = "a member"
+#: Kinds whose pictures come from the prompt and seed alone, so ``/imagine`` makes them again.
+#: A variation or an upscale starts from another picture: its line only reuses the prompt.
+REPRODUCIBLE_KINDS = frozenset({"imagine", "reroll", "reply", "remix"})
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("gallery", "templates"),
@@ -57,6 +60,7 @@ class Card:
     shared_on: str
     discord_url: str
     command: str
+    reproduces: bool  # the command makes these very pictures (not a variation or upscale)
     pictures: tuple[Picture, ...]
     hidden: int  # images of the set not shown (flagged by the safety filter)
 
@@ -141,6 +145,7 @@ def card_for(entry: GalleryEntry, *, discord_url: str) -> Card:
         shared_on=time.strftime("%Y-%m-%d", time.gmtime(share.shared_at)),
         discord_url=discord_url,
         command=imagine_command(job, first_seed),
+        reproduces=job.kind in REPRODUCIBLE_KINDS,
         pictures=pictures,
         hidden=hidden,
     )

@@ -166,15 +166,17 @@ def _not_found() -> web.HTTPNotFound:
     return web.HTTPNotFound(text="Not found", headers={"Cache-Control": "no-store"})
 
 
+def _not_found_response() -> web.Response:
+    return web.Response(status=404, text="Not found", headers={"Cache-Control": "no-store"})
+
+
 @web.middleware
 async def _headers(request: web.Request, handler) -> web.StreamResponse:
     try:
         response = await handler(request)
-    except web.HTTPNotFound:
-        # aiohttp's own 404s (no such route) and ours look the same.
-        response = _not_found()
-    except web.HTTPMethodNotAllowed:
-        response = _not_found()
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        # aiohttp's own 404s and 405s (no such route) and ours look the same.
+        response = _not_found_response()
     except web.HTTPException as exc:
         exc.headers.update(_SECURITY_HEADERS)
         raise
