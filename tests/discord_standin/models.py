@@ -396,14 +396,15 @@ class Attachment:
 
 
 def iter_components(components: Any) -> Iterator[dict[str, Any]]:
-    """Every component dict, depth first (action rows, sections, accessories, containers)."""
+    """Every component dict, depth first (action rows, sections, accessories, containers, and
+    the one component of a modal's label)."""
     if isinstance(components, list):
         for item in components:
             yield from iter_components(item)
     elif isinstance(components, dict):
         if "type" in components:
             yield components
-        for key in ("components", "accessory"):
+        for key in ("components", "accessory", "component"):
             if key in components:
                 yield from iter_components(components[key])
 
