@@ -125,7 +125,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE shares ADD COLUMN shared_by_name TEXT;
     ALTER TABLE shares ADD COLUMN showcase_nsfw INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE shares ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
-    CREATE INDEX shares_by_guild ON shares(guild_id, shared_at);
+    CREATE INDEX shares_by_guild
+        ON shares(guild_id, shared_at DESC, job_id DESC, image_index DESC);
     ALTER TABLE guild_settings ADD COLUMN gallery_enabled INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE guild_settings ADD COLUMN gallery_slug TEXT;
     CREATE UNIQUE INDEX guild_settings_by_gallery_slug ON guild_settings(gallery_slug);
