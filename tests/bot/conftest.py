@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,21 @@ def bot_settings(standin: DiscordStandin, data_dir: Path, tiny_engine_settings) 
         DISCORD_GATEWAY_URL=standin.gateway_url,
         IMAGINE_DATA_DIR=data_dir,
         engine=tiny_engine_settings,
+    )
+
+
+#: The public base address the gallery tests give the bot (IMAGINE_GALLERY_URL).
+GALLERY_URL = "https://images.example.org"
+
+
+@pytest.fixture
+def gallery_settings(bot_settings: BotSettings) -> BotSettings:
+    """``bot_settings`` with the gallery listening on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return bot_settings.model_copy(
+        update={"gallery_port": port, "gallery_host": "127.0.0.1", "gallery_url": GALLERY_URL}
     )
 
 

@@ -10,33 +10,18 @@ import asyncio
 import html
 import io
 import re
-import socket
 
 import aiohttp
 import numpy as np
-import pytest
 from PIL import Image
 
 from bot.i18n import t
+from tests.bot.conftest import GALLERY_URL as PUBLIC_URL
 from tests.bot.test_conversation_e2e import imagine, pixels, wait_deleted
 from tests.bot.test_imagine_e2e import job_for_message, seeds_in
 from tests.discord_standin import Perm
 
-PUBLIC_URL = "https://images.example.org"
 ADDRESS = re.compile(re.escape(PUBLIC_URL) + r"/g/([A-Za-z0-9_-]{22})/")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def gallery_settings(bot_settings):
-    return bot_settings.model_copy(
-        update={"gallery_port": free_port(), "gallery_host": "127.0.0.1", "gallery_url": PUBLIC_URL}
-    )
 
 
 async def fetch(bot, path: str) -> tuple[int, bytes, str]:
