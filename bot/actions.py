@@ -510,7 +510,7 @@ async def _open_remix(bot: ImagineBot, interaction: discord.Interaction, job: Jo
     if problem is not None:
         await interaction.response.send_message(problem, ephemeral=True)
         return
-    await interaction.response.send_modal(RemixModal(job))
+    await interaction.response.send_modal(RemixModal(job, interaction.locale))
 
 
 async def remix_submitted(
@@ -562,13 +562,14 @@ async def _remix_problem(bot: ImagineBot, interaction: discord.Interaction, job:
     perms = interaction.app_permissions
     if allowed and perms.send_messages and perms.attach_files:
         return None
+    locale = interaction.locale
     where = (
         ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
         if settings.allowed_channel_ids
-        else "a channel where I may post images"
+        else t("remix_anywhere", locale)
     )
     command = render.escape_user_text(imagine_command(job, job.seed).replace("`", "ˋ"))
-    return f"I can't post images in this channel. Run it in {where}:\n`{command}`"[
+    return t("remix_elsewhere", locale, where=where, command=f"`{command}`")[
         : render.MESSAGE_LIMIT
     ]
 

@@ -220,6 +220,47 @@ MESSAGES: dict[str, dict[str, str]] = {
         SIMPLIFIED: "只有生成这些图片的人（或管理员）才能分享。",
         TRADITIONAL: "只有生成這些圖片的人（或管理員）才能分享。",
     },
+    # The Remix form (Discord: title <= 45, labels <= 45, option descriptions <= 100).
+    "remix_title": {ENGLISH: "Remix", SIMPLIFIED: "混搭重绘", TRADITIONAL: "混搭重繪"},
+    "remix_prompt": {ENGLISH: "Prompt", SIMPLIFIED: "提示词", TRADITIONAL: "提示詞"},
+    "remix_negative": {
+        ENGLISH: "Negative prompt",
+        SIMPLIFIED: "反向提示词",
+        TRADITIONAL: "反向提示詞",
+    },
+    "remix_seed": {ENGLISH: "Seed", SIMPLIFIED: "种子", TRADITIONAL: "種子"},
+    "remix_new_seeds": {ENGLISH: "New seeds", SIMPLIFIED: "新种子", TRADITIONAL: "新種子"},
+    "remix_new_seeds_hint": {
+        ENGLISH: "Four new images from your prompt",
+        SIMPLIFIED: "用你的提示词生成四张新图片",
+        TRADITIONAL: "用你的提示詞生成四張新圖片",
+    },
+    "remix_same_seed": {
+        ENGLISH: "Same seed ({seed})",
+        SIMPLIFIED: "相同种子（{seed}）",
+        TRADITIONAL: "相同種子（{seed}）",
+    },
+    "remix_same_seed_hint": {
+        ENGLISH: "With the prompt unchanged: the original images again",
+        SIMPLIFIED: "提示词不变时：再次生成原来的图片",
+        TRADITIONAL: "提示詞不變時：再次生成原來的圖片",
+    },
+    "remix_elsewhere": {
+        ENGLISH: "I can't post images in this channel. Run it in {where}:\n{command}",
+        SIMPLIFIED: "我无法在此频道发送图片。请在 {where} 运行：\n{command}",
+        TRADITIONAL: "我無法在此頻道傳送圖片。請在 {where} 執行：\n{command}",
+    },
+    "remix_anywhere": {
+        ENGLISH: "a channel where I may post images",
+        SIMPLIFIED: "我可以发送图片的频道",
+        TRADITIONAL: "我可以傳送圖片的頻道",
+    },
+    "gallery_unavailable": {
+        ENGLISH: "The gallery is not available on this bot: its operator has not set "
+        "IMAGINE_GALLERY_PORT. Nothing was changed.",
+        SIMPLIFIED: "此机器人未启用图库：运营者尚未设置 IMAGINE_GALLERY_PORT。设置未更改。",
+        TRADITIONAL: "此機器人未啟用圖庫：營運者尚未設定 IMAGINE_GALLERY_PORT。設定未變更。",
+    },
     "share_nsfw": {
         ENGLISH: "Images made in an age-restricted channel can only be shared to an "
         "age-restricted showcase channel.",

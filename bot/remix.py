@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.i18n import t
 from lifecycle.storage import Job
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ class RemixForm:
 class RemixModal(discord.ui.Modal):
     """Asks for the remix's prompt, negative prompt and whether to keep the original seed."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, locale: discord.Locale | str | None = None):
         super().__init__(
-            title="Remix", timeout=FORM_TIMEOUT_S, custom_id=f"imagine:remix-form:{job.id}"
+            title=t("remix_title", locale),
+            timeout=FORM_TIMEOUT_S,
+            custom_id=f"imagine:remix-form:{job.id}",
         )
         self.job_id = job.id
         self.prompt = discord.ui.TextInput(
@@ -56,21 +59,23 @@ class RemixModal(discord.ui.Modal):
             custom_id="seed",
             options=[
                 discord.SelectOption(
-                    label="New seeds",
+                    label=t("remix_new_seeds", locale),
                     value=NEW_SEEDS,
                     default=True,
-                    description="Four new images from your prompt",
+                    description=t("remix_new_seeds_hint", locale),
                 ),
                 discord.SelectOption(
-                    label=f"Same seed ({job.seed})",
+                    label=t("remix_same_seed", locale, seed=job.seed),
                     value=SAME_SEED,
-                    description="With the prompt unchanged: the original images again",
+                    description=t("remix_same_seed_hint", locale),
                 ),
             ],
         )
-        self.add_item(discord.ui.Label(text="Prompt", component=self.prompt))
-        self.add_item(discord.ui.Label(text="Negative prompt", component=self.negative_prompt))
-        self.add_item(discord.ui.Label(text="Seed", component=self.seed))
+        self.add_item(discord.ui.Label(text=t("remix_prompt", locale), component=self.prompt))
+        self.add_item(
+            discord.ui.Label(text=t("remix_negative", locale), component=self.negative_prompt)
+        )
+        self.add_item(discord.ui.Label(text=t("remix_seed", locale), component=self.seed))
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
         form = RemixForm(

@@ -71,9 +71,7 @@ class ServerSettings(commands.Cog):
         if gallery is not None:
             if gallery.value == "on" and not self.bot.settings.gallery_enabled:
                 await interaction.response.send_message(
-                    "The gallery is not available on this bot: its operator has not set "
-                    "IMAGINE_GALLERY_PORT. Nothing was changed.",
-                    ephemeral=True,
+                    t("gallery_unavailable", interaction.locale), ephemeral=True
                 )
                 return
             changes["gallery_enabled"] = gallery.value == "on"

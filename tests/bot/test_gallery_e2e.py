@@ -242,6 +242,21 @@ async def test_remix_where_the_bot_may_not_post_says_where_to_run_it(
     assert "/imagine prompt:a quiet pier seed:7" in answer.content
     assert not [j for j in await bot.storage.recent_jobs(world.bob.id) if j.kind == "remix"]
 
+    # In the clicker's language.
+    wen = standin.add_user("wen", locale="zh-CN")
+    ix = await standin.click(wen, posted, f"imagine:remix:{job.id}")
+    answer = await ix.wait_response(5)
+    assert answer.content.startswith("我无法在此频道发送图片")
+    assert "/imagine prompt:a quiet pier seed:7" in answer.content
+    # Where it may post, the form is in their language too.
+    _, own = await imagine(standin, wen, world.general, prompt="一座安静的码头", seed=8)
+    own_job = await job_for_message(bot, own.id)
+    world.showcase.bot_permissions = None  # the server's permissions again
+    mine = await share(standin, wen, own, own_job, world.showcase)
+    opened = await standin.click(wen, mine, f"imagine:remix:{own_job.id}")
+    await opened.wait_ack(3)
+    assert opened.modal["title"] == "混搭重绘"
+
 
 async def test_deleting_in_discord_takes_sets_off_the_gallery(
     bot_process, standin, world, gallery_settings
