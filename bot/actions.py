@@ -23,7 +23,6 @@ from bot.replies import is_blank, parse_reply, strip_bot_mention
 from engine import InvalidRequest, make_request
 from engine.requests import SEED_LIMIT
 from engine.translation import needs_translation
-from gallery.pages import imagine_command
 from lifecycle.service import JobRejected
 from lifecycle.storage import GuildSettings, Job, NewJob
 
@@ -106,9 +105,12 @@ def origin_from_message(message: discord.Message) -> Origin:
     )
 
 
-def _remix_in_showcase(settings: GuildSettings, origin: Origin, kind: str) -> bool:
-    """A Remix clicked on a showcase post runs there, whatever channels /imagine is limited to."""
-    return kind == "remix" and origin.channel_id == settings.showcase_channel_id
+def _may_run_in(settings: GuildSettings, channel_id: int, kind: str) -> bool:
+    """Whether a job of ``kind`` may run in ``channel_id``: where /imagine is allowed, and a
+    Remix also in the showcase channel it was clicked in."""
+    return settings.allows_channel(channel_id) or (
+        kind == "remix" and channel_id == settings.showcase_channel_id
+    )
 
 
 async def _guild_rules(bot: ImagineBot, origin: Origin, kind: str) -> GuildSettings | None:
@@ -116,9 +118,7 @@ async def _guild_rules(bot: ImagineBot, origin: Origin, kind: str) -> GuildSetti
     if origin.guild_id is None:
         return None
     settings = await bot.storage.guild_settings(origin.guild_id)
-    if not settings.allows_channel(origin.channel_id) and not _remix_in_showcase(
-        settings, origin, kind
-    ):
+    if not _may_run_in(settings, origin.channel_id, kind):
         allowed = ", ".join(f"<#{c}>" for c in settings.allowed_channel_ids)
         raise JobRejected(f"Image generation is not enabled in this channel. Try {allowed}.")
     return settings
@@ -557,10 +557,9 @@ async def _remix_problem(bot: ImagineBot, interaction: discord.Interaction, job:
     if interaction.guild_id is None or job.guild_id != interaction.guild_id:
         return t("job_not_found", interaction.locale)
     settings = await bot.storage.guild_settings(interaction.guild_id)
-    channel_id = interaction.channel_id or 0
-    allowed = settings.allows_channel(channel_id) or channel_id == settings.showcase_channel_id
     perms = interaction.app_permissions
-    if allowed and perms.send_messages and perms.attach_files:
+    may_post = perms.send_messages and perms.attach_files
+    if may_post and _may_run_in(settings, interaction.channel_id or 0, "remix"):
         return None
     locale = interaction.locale
     where = (
@@ -568,8 +567,7 @@ async def _remix_problem(bot: ImagineBot, interaction: discord.Interaction, job:
         if settings.allowed_channel_ids
         else t("remix_anywhere", locale)
     )
-    command = render.escape_user_text(imagine_command(job, job.seed).replace("`", "ˋ"))
-    return t("remix_elsewhere", locale, where=where, command=f"`{command}`")[
+    return t("remix_elsewhere", locale, where=where, command=render.imagine_line(job, job.seed))[
         : render.MESSAGE_LIMIT
     ]
 

@@ -12,6 +12,7 @@ import discord
 
 from bot.buttons import JobButton
 from bot.i18n import t
+from gallery.pages import imagine_command
 from lifecycle.storage import Job
 
 MESSAGE_LIMIT = 2000
@@ -37,6 +38,11 @@ def escape_user_text(text: str) -> str:
 def _in_code(text: str) -> str:
     # A prompt with backticks must not close the code block it is shown in.
     return escape_user_text(text.replace("`", "ˋ"))
+
+
+def imagine_line(job: Job, seed: int) -> str:
+    """The copyable ``/imagine`` line that makes ``job``'s images again from ``seed``, in code."""
+    return f"`{_in_code(imagine_command(job, seed))}`"
 
 
 def result_text(
@@ -76,7 +82,7 @@ def result_text(
     return text[:MESSAGE_LIMIT]
 
 
-def info_text(job: Job, *, aspect_hint: str | None = None) -> str:
+def info_text(job: Job) -> str:
     """Every parameter needed to reproduce ``job``, as a copyable block."""
     seeds = tuple(job.seeds or ())
     lines = [
@@ -95,10 +101,7 @@ def info_text(job: Job, *, aspect_hint: str | None = None) -> str:
         "```",
     ]
     if seeds:
-        lines.append(
-            f"Reproduce image 1: `/imagine prompt:{_in_code(shorten(job.prompt, 300))} "
-            f"seed:{seeds[0]}`" + (f" aspect_ratio:{aspect_hint}" if aspect_hint else "")
-        )
+        lines.append(f"Reproduce image 1: {imagine_line(job, seeds[0])}")
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 

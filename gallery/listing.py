@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from gallery.thumbnails import ThumbnailStore
 from lifecycle.storage import Share, Storage
@@ -51,12 +51,17 @@ class GalleryListing:
         """
         for index, data in images:
             try:
-
-                async def source(data: bytes = data) -> bytes:
-                    return data
-
-                await self.thumbnails.get(job_id, index, source)
+                await self.thumbnails.get(job_id, index, _given(data))
             except Exception:
                 log.warning(
                     "gallery: thumbnail of job %s image %s failed", job_id, index, exc_info=True
                 )
+
+
+def _given(data: bytes) -> Callable[[], Awaitable[bytes]]:
+    """A thumbnail source for bytes already at hand."""
+
+    async def source() -> bytes:
+        return data
+
+    return source

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import jinja2
 
 from engine import ASPECT_RATIOS
+from gallery.thumbnails import THUMBNAIL_SIZE
 from lifecycle.storage import GalleryEntry, Job
 
 #: Cards per page: a few screens on a phone, one query of 24 rows.
 PER_PAGE = 24
-THUMBNAIL_SIDE = 384  # the thumbnail store's longest side (gallery.thumbnails.THUMBNAIL_SIZE)
 UNKNOWN_NAME = "a member"
 #: Kinds whose pictures come from the prompt and seed alone, so ``/imagine`` makes them again.
 #: A variation or an upscale starts from another picture: its line only reuses the prompt.
@@ -112,7 +112,7 @@ def card_for(entry: GalleryEntry, *, discord_url: str) -> Card:
     """The card of one gallery entry; ``discord_url`` is the showcase post's link."""
     job, share = entry.job, entry.share
     indexes, hidden = shown_indexes(entry)
-    scale = THUMBNAIL_SIDE / max(job.width, job.height, 1)
+    scale = THUMBNAIL_SIZE / max(job.width, job.height, 1)
     width, height = (
         (job.width, job.height)
         if scale >= 1

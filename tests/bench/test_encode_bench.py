@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "encode_bench.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("encode_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["encode_bench"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.bench.loading import load_bench
 
 
 def test_encode_bench_measures_each_encoder_and_checks_losslessness(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("encode_bench")
     out = tmp_path / "encode.json"
     rows = bench.main(["--size", "64", "--repeats", "1", "--out", str(out)])
     assert json.loads(out.read_text()) and "| encoder |" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -12,17 +11,10 @@ from pathlib import Path
 import pytest
 
 import lifecycle.storage
+from tests.bench.loading import load_bench
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH = REPO_ROOT / "bench" / "gallery_bench.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("gallery_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gallery_bench"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.timeout(120)
@@ -73,7 +65,7 @@ def test_gallery_bench_times_three_pages_and_lists_only_the_servers_safe_shares(
 
 @pytest.mark.timeout(120)
 def test_gallery_bench_exits_non_zero_when_nsfw_channel_rows_get_listed(monkeypatch, capsys):
-    bench = load_bench()
+    bench = load_bench("gallery_bench")
     # The storage's filter without its "made in an age-restricted channel" condition.
     leaky = lifecycle.storage._LISTABLE.replace(" AND jobs.nsfw_channel = 0", "")
     assert leaky != lifecycle.storage._LISTABLE

@@ -133,6 +133,15 @@ def test_info_text_has_everything_to_reproduce():
         assert piece in text, piece
 
 
+def test_info_texts_reproduce_line_is_the_whole_imagine_command():
+    text = render.info_text(facts(negative_prompt="blurry", width=1344, height=768))
+    line = text.splitlines()[-1]
+    assert line == (
+        "Reproduce image 1: "
+        "`/imagine prompt:a red fox negative_prompt:blurry seed:1 aspect_ratio:16:9`"
+    )
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_parse_reply_takes_any_text(text):
