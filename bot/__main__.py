@@ -66,7 +66,10 @@ def _startup_error(exc: BaseException, settings) -> str | None:
     import discord
 
     from engine import EngineError
+    from engine.web_listener import ListenError
 
+    if isinstance(exc, ListenError):  # an OSError, but not Discord's
+        return str(exc.strerror)
     if isinstance(exc, EngineError):
         return f"Engine could not start: {exc.user_message}"
     if isinstance(exc, discord.LoginFailure):

@@ -22,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from engine.web_listener import WebListener
+
 log = logging.getLogger(__name__)
 
 Health = Callable[[], Mapping[str, object]]  # -> {"ok": bool, ...}; must not block or await
@@ -32,7 +34,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 TICKET_OUTCOMES = ("finished", "failed")
 
 
-class OpsServer:
+class OpsServer(WebListener):
     """Serves one registry's metrics and one health callable on ``host:port``.
 
     ``GET /metrics``: the registry in Prometheus' text format. ``GET /healthz``: ``health()`` as
@@ -40,21 +42,7 @@ class OpsServer:
     Build it with ``await OpsServer.start(...)``; stop it with ``await server.close()``.
     """
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int):
-        self._runner = runner
-        self.host = host
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        """``http://host:port`` of the listener (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
-    def addresses(self) -> list[tuple]:
-        """The socket addresses it listens on (``getsockname()`` of each socket)."""
-        return list(self._runner.addresses)
+    port_setting = "IMAGINE_METRICS_PORT"
 
     @classmethod
     async def start(
@@ -74,21 +62,9 @@ class OpsServer:
         app = web.Application()
         app.router.add_get("/metrics", _metrics_handler(registry))
         app.router.add_get("/healthz", _health_handler(health))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound = runner.addresses[0][1] if runner.addresses else port
-        server = cls(runner, host, bound)
+        server = await cls.listen(app, host, port)
         log.info("operator endpoints on %s/metrics and %s/healthz", server.url, server.url)
         return server
-
-    async def close(self) -> None:
-        """Stop listening (a second call does nothing)."""
-        await self._runner.cleanup()
 
 
 def _metrics_handler(registry: CollectorRegistry):

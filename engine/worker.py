@@ -572,6 +572,7 @@ def main() -> None:
 
     from engine.errors import EngineError
     from engine.settings import EngineSettings
+    from engine.web_listener import ListenError
 
     logging.basicConfig(
         level=logging.INFO,
@@ -592,6 +593,9 @@ def main() -> None:
         code = asyncio.run(serve(settings, engine_settings))
     except EngineError as exc:
         print(f"error: the engine could not start: {exc.user_message}", file=sys.stderr)
+        code = 1
+    except ListenError as exc:  # IMAGINE_METRICS_PORT is taken
+        print(f"error: {exc.strerror}", file=sys.stderr)
         code = 1
     logging.shutdown()
     sys.stdout.flush()

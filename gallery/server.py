@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from engine.web_listener import WebListener
 from gallery.pages import PER_PAGE, card_for, page_count, render_page, shown_indexes
 from gallery.thumbnails import ThumbnailStore
 from lifecycle.storage import GalleryEntry, GuildSettings, Job, Storage
@@ -70,10 +71,10 @@ class GalleryHandlers:
 
     async def _guild(self, slug: str) -> GuildSettings:
         if not _SLUG.fullmatch(slug):
-            raise _not_found()
+            raise web.HTTPNotFound()
         settings = await self.storage.guild_by_gallery_slug(slug)
         if settings is None or not settings.gallery_enabled:
-            raise _not_found()
+            raise web.HTTPNotFound()
         return settings
 
     async def slash(self, request: web.Request) -> web.Response:
@@ -84,14 +85,14 @@ class GalleryHandlers:
         settings = await self._guild(request.match_info["slug"])
         raw_page = request.query.get("page", "1")
         if not _PAGE.fullmatch(raw_page):
-            raise _not_found()
+            raise web.HTTPNotFound()
         number = int(raw_page)
         entries, total = await self.storage.gallery_page(
             settings.guild_id, limit=PER_PAGE, offset=(number - 1) * PER_PAGE
         )
         pages = page_count(total)
         if number > pages:
-            raise _not_found()
+            raise web.HTTPNotFound()
         cards = [
             card_for(
                 entry,
@@ -115,18 +116,18 @@ class GalleryHandlers:
         settings = await self._guild(request.match_info["slug"])
         match = _PICTURE.fullmatch(request.match_info["picture"])
         if match is None:
-            raise _not_found()
+            raise web.HTTPNotFound()
         job_id, index = int(match[1]), int(match[2])
         for entry in await self.storage.gallery_entries_of_job(settings.guild_id, job_id):
             if index in shown_indexes(entry)[0]:
                 return entry, index
-        raise _not_found()
+        raise web.HTTPNotFound()
 
     async def _stored(self, job: Job, index: int) -> tuple[str, bytes]:
         try:
             return await self.load_image(job, index)
         except FileNotFoundError:
-            raise _not_found() from None
+            raise web.HTTPNotFound() from None
 
     async def thumbnail(self, request: web.Request) -> web.Response:
         entry, index = await self._listed_picture(request)
@@ -137,7 +138,7 @@ class GalleryHandlers:
         try:
             data = await self.thumbnails.get(entry.job.id, index, source)
         except FileNotFoundError:
-            raise _not_found() from None
+            raise web.HTTPNotFound() from None
         return _image_response(request, data, "image/webp", f"t{entry.job.id}-{index}")
 
     async def image(self, request: web.Request) -> web.Response:
@@ -162,11 +163,8 @@ def _ascii_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:120] or "image"
 
 
-def _not_found() -> web.HTTPNotFound:
-    return web.HTTPNotFound(text="Not found", headers={"Cache-Control": "no-store"})
-
-
-def _not_found_response() -> web.Response:
+def _not_found() -> web.Response:
+    """The one 404 of every miss (the middleware answers each ``HTTPNotFound`` with it)."""
     return web.Response(status=404, text="Not found", headers={"Cache-Control": "no-store"})
 
 
@@ -176,7 +174,7 @@ async def _headers(request: web.Request, handler) -> web.StreamResponse:
         response = await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
         # aiohttp's own 404s and 405s (no such route) and ours look the same.
-        response = _not_found_response()
+        response = _not_found()
     except web.HTTPException as exc:
         exc.headers.update(_SECURITY_HEADERS)
         raise
@@ -184,28 +182,14 @@ async def _headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-class GalleryServer:
+class GalleryServer(WebListener):
     """The listening gallery: ``await GalleryServer.start(...)``, later ``await close()``."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int):
-        self._runner = runner
-        self.host = host
-        self.port = port
+    port_setting = "IMAGINE_GALLERY_PORT"
 
     @classmethod
     async def start(cls, host: str, port: int, handlers: GalleryHandlers) -> GalleryServer:
         """Listen on ``host:port`` (port 0: a free one, read back from ``.port``)."""
-        runner = web.AppRunner(handlers.application(), access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound = runner.addresses[0][1] if runner.addresses else port
-        log.info("gallery listening on %s:%s", host, bound)
-        return cls(runner, host, bound)
-
-    async def close(self) -> None:
-        """Stop listening (a second call does nothing)."""
-        await self._runner.cleanup()
+        server = await cls.listen(handlers.application(), host, port)
+        log.info("gallery listening on %s", server.url)
+        return server

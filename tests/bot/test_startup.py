@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +223,41 @@ def test_unreachable_discord_is_one_clear_line(tmp_path, tiny_engine_settings):
         done.stderr.strip()
         .splitlines()[-1]
         .startswith("Cannot reach Discord at http://127.0.0.1:9/api/v10")
+    )
+
+
+async def test_a_taken_gallery_port_is_one_clear_line(tmp_path, standin, tiny_engine_settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "IMAGINE_"))}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env.update(
+            PYTHONPATH=str(REPO),
+            DISCORD_TOKEN=standin.token,
+            DISCORD_API_BASE=standin.api_base,
+            DISCORD_GATEWAY_URL=standin.gateway_url,
+            IMAGINE_MODEL=tiny_engine_settings.model,
+            IMAGINE_LORA="",
+            IMAGINE_VAE="",
+            IMAGINE_DEVICE="cpu",
+            IMAGINE_RESOLUTION="64",
+            IMAGINE_TRANSLATOR="",
+            IMAGINE_DATA_DIR=str(tmp_path / "data"),
+            IMAGINE_GALLERY_PORT=str(port),
+            IMAGINE_GALLERY_HOST="127.0.0.1",
+            HF_HUB_OFFLINE="1",
+        )
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(bot.communicate(), timeout=120)
+    stderr = err.decode()
+    assert bot.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"Cannot listen on 127.0.0.1:{port} (Address already in use): free that port or "
+        "choose another in IMAGINE_GALLERY_PORT (0 = off)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import aiohttp
@@ -9,6 +10,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
 from engine.monitoring import OpsServer, WorkerMetrics
+from engine.web_listener import ListenError
 
 
 async def fetch(url: str) -> tuple[int, str, str]:
@@ -143,13 +145,18 @@ async def test_close_stops_listening() -> None:
         await fetch(url)
 
 
-async def test_a_taken_port_fails_to_start_with_an_os_error() -> None:
+async def test_a_taken_port_fails_to_start_naming_the_address_and_the_setting() -> None:
     first = await OpsServer.start("127.0.0.1", 0, CollectorRegistry(), lambda: {"ok": True})
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(ListenError) as caught:
             await OpsServer.start("127.0.0.1", first.port, CollectorRegistry(), lambda: {})
     finally:
         await first.close()
+    assert caught.value.errno == errno.EADDRINUSE
+    assert caught.value.strerror == (
+        f"Cannot listen on 127.0.0.1:{first.port} (Address already in use): free that port or "
+        "choose another in IMAGINE_METRICS_PORT (0 = off)"
+    )
 
 
 def test_two_worker_metrics_do_not_collide() -> None:
