@@ -16,12 +16,19 @@ import discord
 
 from bot import render
 from bot.blocklist import Refusal, check_prompt
+from bot.buttons import ZOOMS
 from bot.errors import explain
 from bot.i18n import t
 from bot.remix import RemixForm, RemixModal
 from bot.replies import is_blank, parse_reply, strip_bot_mention
 from engine import InvalidRequest, make_request
-from engine.requests import SEED_LIMIT
+from engine.requests import (
+    SEED_LIMIT,
+    UPSCALE_FACTOR,
+    UPSCALE_STRENGTH,
+    VARY_STRONG,
+    VARY_SUBTLE,
+)
 from engine.translation import needs_translation
 from lifecycle.service import JobRejected
 from lifecycle.storage import GuildSettings, Job, NewJob
@@ -56,11 +63,13 @@ class Ask:
     aspect_ratio: str = "1:1"
     raw: bool = False
     kind: str = "imagine"
-    parent: Job | None = None
-    parent_index: int | None = None
+    parent_id: int | None = None  # the job it re-rolls, or whose picture it starts from
+    parent_index: int | None = None  # that picture's number (derived kinds)
     count: int | None = None
     interpreted_prompt: str | None = None  # reuse a stored translation (re-rolls, replies)
     size: tuple[int, int] | None = None  # keep the parent's size instead of an aspect ratio
+    strength: float | None = None  # image-to-image strength (variations, upscales)
+    zoom: float | None = None  # Zoom Out: how much the picture shrinks
 
 
 # Most characters of a prompt that go to the translator: SDXL's text encoders read 77 tokens
@@ -199,6 +208,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
             seed=ask.seed,
             aspect_ratio=ask.aspect_ratio,
             count=ask.count,
+            strength=ask.strength if ask.strength is not None else VARY_STRONG,
         )
     except InvalidRequest as exc:
         raise JobRejected(exc.user_message) from exc
@@ -220,8 +230,9 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         steps=request.steps,
         guidance=request.guidance,
         count=request.count,
-        strength=request.strength if ask.kind == "variation" else None,
-        parent_job_id=ask.parent.id if ask.parent else None,
+        strength=ask.strength,
+        zoom=ask.zoom,
+        parent_job_id=ask.parent_id,
         parent_index=ask.parent_index,
         interaction_id=interaction.id if interaction else None,
         application_id=interaction.application_id if interaction else None,
@@ -280,18 +291,50 @@ async def start_from_reply(
     await bot.jobs.attach_status_message(job.id, status.id)
 
 
+def base_size(job: Job) -> tuple[int, int]:
+    """The size ``job``'s pictures were generated at (an upscale's is a fraction of its own):
+    what a variation, zoom or re-roll made from them is made at."""
+    if job.kind == "upscale":
+        return job.width // UPSCALE_FACTOR, job.height // UPSCALE_FACTOR
+    return job.width, job.height
+
+
 def ask_from_job(job: Job, **changes: object) -> Ask:
-    """The same generation as ``job`` (same prompt, translation, size, settings), new seeds."""
+    """The same generation as ``job`` (same prompt, translation, size, settings), new seeds.
+
+    A job made from a picture (a variation, upscale or zoom) stays one unless ``changes`` give
+    another kind: re-rolling it runs the same tool on the same picture with new seeds.
+    """
+    kind = changes.get("kind", job.kind if job.derived else "reroll")
+    again = job.derived and kind == job.kind
     ask = Ask(
         prompt=job.prompt,
         negative_prompt=job.negative_prompt,
         seed=secrets.randbelow(SEED_LIMIT),
         raw=job.raw,
-        kind="reroll",
-        parent=job,
-        count=job.count if job.kind != "upscale" else None,
+        kind=str(kind),
+        parent_id=job.parent_job_id if again else job.id,
+        parent_index=job.parent_index if again else None,
+        count=job.count if again or job.kind not in ("single", "upscale") else None,
         interpreted_prompt=job.interpreted_prompt or (job.prompt if job.raw else None),
-        size=(job.width, job.height),
+        size=(job.width, job.height) if again else base_size(job),
+        strength=job.strength if again else None,
+        zoom=job.zoom if again else None,
+    )
+    return dataclasses.replace(ask, **changes)  # type: ignore[arg-type]
+
+
+def ask_to_derive(job: Job, index: int, kind: str, **changes: object) -> Ask:
+    """A new job made from ``job``'s picture ``index`` (a variation, upscale or zoom)."""
+    ask = dataclasses.replace(
+        ask_from_job(job),
+        kind=kind,
+        parent_id=job.id,
+        parent_index=index,
+        count=None,
+        size=base_size(job),
+        strength=None,
+        zoom=None,
     )
     return dataclasses.replace(ask, **changes)  # type: ignore[arg-type]
 
@@ -334,10 +377,24 @@ async def _dispatch(
 ) -> None:
     if action == "reroll":
         await start_from_interaction(bot, interaction, ask_from_job(job))
-    elif action == "vary":
-        await _vary(bot, interaction, job, index or 1)
+    elif action in ("vary", "subtle"):
+        strength = VARY_STRONG if action == "vary" else VARY_SUBTLE
+        await _derive(bot, interaction, job, index or 1, "variation", strength=strength)
     elif action == "upscale":
-        await _upscale(bot, interaction, job, index or 1)
+        index = index or 1
+        await _derive(
+            bot,
+            interaction,
+            job,
+            index,
+            "upscale",
+            count=1,
+            seed=job.seeds[index - 1] if 0 < index <= len(job.seeds) else None,
+            size=(job.width * UPSCALE_FACTOR, job.height * UPSCALE_FACTOR),
+            strength=UPSCALE_STRENGTH,
+        )
+    elif action in ZOOMS:
+        await _derive(bot, interaction, job, index or 1, "zoom", zoom=ZOOMS[action])
     elif action == "delete":
         await _delete(bot, interaction, job)
     elif action == "share":
@@ -353,7 +410,19 @@ def _image_available(job: Job, index: int) -> bool:
     return job.status == "done" and 1 <= index <= len(job.seeds) and index not in job.withheld
 
 
-async def _vary(bot: ImagineBot, interaction: discord.Interaction, job: Job, index: int) -> None:
+async def _derive(
+    bot: ImagineBot,
+    interaction: discord.Interaction,
+    job: Job,
+    index: int,
+    kind: str,
+    **changes: object,
+) -> None:
+    """Start a job of ``kind`` from ``job``'s picture ``index`` (V, S, U, Zoom Out).
+
+    It goes through ``submit`` like /imagine: the clicker's queue turn and limits, and the
+    rules of the channel; its picture is read from the stored files when it is released.
+    """
     if not _image_available(job, index):
         await interaction.response.send_message(
             t("image_not_available", interaction.locale), ephemeral=True
@@ -364,24 +433,7 @@ async def _vary(bot: ImagineBot, interaction: discord.Interaction, job: Job, ind
             t("images_purged", interaction.locale), ephemeral=True
         )
         return
-    ask = ask_from_job(job, kind="variation", parent_index=index, count=None)
-    await start_from_interaction(bot, interaction, ask)
-
-
-async def _upscale(bot: ImagineBot, interaction: discord.Interaction, job: Job, index: int) -> None:
-    """Post one image of the set on its own, with its own seed and buttons.
-
-    An ordinary job (kind ``upscale``, count 1, the image's seed): it is stored, shown and
-    recovered like any other. Its image is the parent's stored file, read in place; when that
-    file is gone, the job generates the image again from its seed.
-    """
-    if not _image_available(job, index):
-        await interaction.response.send_message(
-            t("image_not_available", interaction.locale), ephemeral=True
-        )
-        return
-    ask = ask_from_job(job, kind="upscale", seed=job.seeds[index - 1], count=1, parent_index=index)
-    await start_from_interaction(bot, interaction, ask)
+    await start_from_interaction(bot, interaction, ask_to_derive(job, index, kind, **changes))
 
 
 async def _delete(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> None:
@@ -598,14 +650,16 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
             "`--seed` needs a whole number from 0 to 4294967295.", mention_author=False
         )
         return True
-    changes: dict[str, object] = {"kind": "reply"}
+    # A reply to a picture made from another picture (V, S, U, Zoom Out) runs the same tool on
+    # the same picture again: with --seed it makes the very same pixels.
+    changes: dict[str, object] = {} if job.derived else {"kind": "reply"}
     if command.prompt is not None:
         changes.update(prompt=command.prompt, interpreted_prompt=None, raw=command.raw)
     if command.seed is not None:
         changes["seed"] = command.seed
     if command.negative_prompt is not None:
         changes["negative_prompt"] = command.negative_prompt
-    if command.aspect_ratio is not None:
+    if command.aspect_ratio is not None and not job.derived:
         changes.update(aspect_ratio=command.aspect_ratio, size=None)
     await start_from_reply(bot, message, ask_from_job(job, **changes), hint)
     return True

@@ -14,13 +14,29 @@ import discord
 if TYPE_CHECKING:
     from bot.client import ImagineBot
 
-ACTIONS = ("reroll", "upscale", "vary", "delete", "share", "cancel", "remix")
+ACTIONS = (
+    "reroll",
+    "upscale",
+    "vary",
+    "subtle",
+    "zoom2",
+    "zoom15",
+    "delete",
+    "share",
+    "cancel",
+    "remix",
+)
+#: Zoom Out buttons: how much each shrinks the picture.
+ZOOMS = {"zoom2": 2.0, "zoom15": 1.5}
 
 _LOOK: dict[str, tuple[str | None, str | None, discord.ButtonStyle]] = {
     # action: (emoji, label prefix, style)
     "reroll": ("🔄", None, discord.ButtonStyle.secondary),
     "upscale": (None, "U", discord.ButtonStyle.secondary),
-    "vary": (None, "V", discord.ButtonStyle.secondary),
+    "vary": (None, "V", discord.ButtonStyle.secondary),  # Vary (Strong)
+    "subtle": (None, "S", discord.ButtonStyle.secondary),  # Vary (Subtle)
+    "zoom2": ("🔍", "Zoom Out 2x", discord.ButtonStyle.secondary),
+    "zoom15": ("🔍", "Zoom Out 1.5x", discord.ButtonStyle.secondary),
     "delete": ("🗑️", None, discord.ButtonStyle.secondary),
     "share": ("⭐", None, discord.ButtonStyle.secondary),
     "cancel": (None, "Cancel", discord.ButtonStyle.danger),
@@ -34,14 +50,23 @@ def custom_id(action: str, job_id: int, index: int | None = None) -> str:
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=re.compile(r"imagine:(?P<action>[a-z]+):(?P<job_id>\d+)(?::(?P<index>\d+))?"),
+    template=re.compile(r"imagine:(?P<action>[a-z][a-z0-9]*):(?P<job_id>\d+)(?::(?P<index>\d+))?"),
 ):
     """One button of a job's message; the click is handled by ``bot.actions.handle_button``."""
 
-    def __init__(self, action: str, job_id: int, index: int | None = None, row: int | None = None):
-        emoji, label, style = _LOOK[action]
-        if label and index is not None:
-            label = f"{label}{index}"
+    def __init__(
+        self,
+        action: str,
+        job_id: int,
+        index: int | None = None,
+        row: int | None = None,
+        *,
+        label: str | None = None,
+    ):
+        emoji, prefix, style = _LOOK[action]
+        if label is None:
+            numbered = prefix and index is not None and action not in ZOOMS
+            label = f"{prefix}{index}" if numbered else prefix
         super().__init__(
             discord.ui.Button(
                 style=style,

@@ -12,6 +12,7 @@ import discord
 
 from bot.buttons import JobButton
 from bot.i18n import t
+from engine.requests import UPSCALE_FACTOR, VARY_STRONG, VARY_SUBTLE
 from gallery.pages import imagine_command
 from lifecycle.storage import Job
 
@@ -45,6 +46,31 @@ def imagine_line(job: Job, seed: int) -> str:
     return f"`{_in_code(imagine_command(job, seed))}`"
 
 
+def vary_label(strength: float | None) -> str:
+    """What a variation of ``strength`` is called on its button."""
+    if strength is not None and abs(strength - VARY_SUBTLE) < 1e-6:
+        return "Vary (Subtle)"
+    if strength is not None and abs(strength - VARY_STRONG) < 1e-6:
+        return "Vary (Strong)"
+    return f"Variation (strength {strength or 0:g})"
+
+
+def derivation(job: Job) -> str | None:
+    """How ``job``'s pictures came from another job's picture (None: from the prompt)."""
+    if job.parent_job_id is None or job.parent_index is None:
+        return None
+    source = f"image {job.parent_index} of job {job.parent_job_id}"
+    if job.kind == "single":
+        return source
+    if job.kind == "upscale":
+        return f"upscaled {UPSCALE_FACTOR}× from {source}"
+    if job.kind == "zoom":
+        return f"Zoom Out {job.zoom or 0:g}× of {source}"
+    if job.kind == "variation":
+        return f"{vary_label(job.strength)} of {source}"
+    return None
+
+
 def result_text(
     job: Job,
     *,
@@ -72,8 +98,9 @@ def result_text(
     if seconds is not None:
         parts.append(f"{seconds:.1f} s")
     parts.append(f"asked by <@{job.requester_id}>")
-    if job.kind == "upscale" and job.parent_index:
-        parts.append(f"image {job.parent_index} of job {job.id}")
+    source = derivation(job)
+    if source:
+        parts.append(source)
     lines.append(" · ".join(parts) + f" · job {job.id}")
     lines.extend(f"-# {_escape(note)}" for note in notes)
     text = "\n".join(lines)
@@ -98,17 +125,32 @@ def info_text(job: Job) -> str:
         f"size:            {job.width}x{job.height}",
         f"steps:           {job.steps}",
         f"guidance:        {job.guidance:g}",
-        "```",
     ]
-    if seeds:
+    source = derivation(job)
+    if source:
+        lines.append(f"made as:         {source}")
+    if job.derived and job.strength is not None:
+        lines.append(f"strength:        {job.strength:g}")
+    lines.append("```")
+    if seeds and job.derived:
+        # The picture it started from is part of the recipe: a reply to the result runs the
+        # same tool on the same picture, and --seed makes these very pixels again.
+        lines.append(
+            f"Reproduce image 1: reply to this result with `--seed {seeds[0]}` (while image "
+            f"{job.parent_index} of job {job.parent_job_id} is stored)"
+        )
+    elif seeds:
         lines.append(f"Reproduce image 1: {imagine_line(job, seeds[0])}")
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
 def result_view(job_id: int, count: int, withheld: Sequence[int] = ()) -> discord.ui.View:
-    """Persistent buttons for a result: U1-U4, re-roll, V1-V4, share, delete.
+    """Persistent buttons for a result.
 
-    Image numbers follow the seeds: a withheld image keeps its number and just has no U/V.
+    A set: U1-U4 (upscale 2x) and re-roll, V1-V4 (Vary (Strong)) and share, S1-S4 (Vary
+    (Subtle)) and delete. One image: Vary (Subtle), Vary (Strong), Zoom Out 2x and 1.5x, then
+    re-roll, share, delete. Image numbers follow the seeds: a withheld image keeps its number
+    and just has no buttons.
     """
     view = discord.ui.View(timeout=None)
     if count > 1:
@@ -119,12 +161,18 @@ def result_view(job_id: int, count: int, withheld: Sequence[int] = ()) -> discor
         for i in shown:
             view.add_item(JobButton("vary", job_id, i, row=1))
         view.add_item(JobButton("share", job_id, row=1))
+        for i in shown:
+            view.add_item(JobButton("subtle", job_id, i, row=2))
         view.add_item(JobButton("delete", job_id, row=2))
     else:
-        view.add_item(JobButton("vary", job_id, 1, row=0))
-        view.add_item(JobButton("reroll", job_id, row=0))
-        view.add_item(JobButton("share", job_id, row=0))
-        view.add_item(JobButton("delete", job_id, row=0))
+        if 1 not in withheld:
+            view.add_item(JobButton("subtle", job_id, 1, row=0, label=vary_label(VARY_SUBTLE)))
+            view.add_item(JobButton("vary", job_id, 1, row=0, label=vary_label(VARY_STRONG)))
+            view.add_item(JobButton("zoom2", job_id, 1, row=0))
+            view.add_item(JobButton("zoom15", job_id, 1, row=0))
+        view.add_item(JobButton("reroll", job_id, row=1))
+        view.add_item(JobButton("share", job_id, row=1))
+        view.add_item(JobButton("delete", job_id, row=1))
     return view
 
 

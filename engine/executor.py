@@ -111,7 +111,7 @@ class TicketExecutor:
                 await self._finish(ticket, result, emit)
             on_gpu_done()
             return
-        images = sum(t.request.count for t in tickets)
+        images = sum(t.request.work for t in tickets)
         elapsed = time.perf_counter() - started
         self.seconds_per_image = 0.7 * self.seconds_per_image + 0.3 * elapsed / max(images, 1)
         on_gpu_done()

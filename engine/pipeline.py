@@ -5,12 +5,13 @@ Used from one thread only (``EngineRunner`` owns that thread).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from diffusers import (
     AutoencoderTiny,
     LCMScheduler,
     StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
 from huggingface_hub.errors import EntryNotFoundError
@@ -50,6 +52,7 @@ from engine.requests import (
     StepProgress,
 )
 from engine.settings import EngineSettings
+from engine.tiling import TiledUNet
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class _Job:
     negative_prompt: str
     seeds: tuple[int, ...]
     init_image: Image.Image | None
+    mask: Image.Image | None = None  # zoom: white where the border is painted
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -240,6 +244,11 @@ class Engine:
         self.device = pipe._execution_device
         self.dtype = pipe.unet.dtype
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
+        self._tiled: StableDiffusionXLImg2ImgPipeline | None = None
+        self._inpaint: StableDiffusionXLInpaintPipeline | None = None
+        # Upscale tiles: the model's own size (128 latent cells for SDXL at 1024 px), a quarter
+        # of it overlapping; as many tiles per UNet call as images in a request.
+        self.upscale_tile = max(1, settings.resolution // pipe.vae_scale_factor)
         self._compiled = False
         self._compile_tried = False
         self._frames_after_warm_up: int | None = None
@@ -454,9 +463,9 @@ class Engine:
             request_notes = list(request.notes)
             prompt = self._fit_prompt(request.prompt, "Prompt", request_notes)
             negative = self._fit_prompt(request.negative_prompt, "Negative prompt", request_notes)
-            init_image = self._read_init_image(request)
+            init_image, mask = self._read_source(request)
             notes.append(request_notes)
-            jobs.append(_Job(index, prompt, negative, request.seeds, init_image))
+            jobs.append(_Job(index, prompt, negative, request.seeds, init_image, mask))
 
         first = requests[0]
         started = time.perf_counter()
@@ -516,18 +525,23 @@ class Engine:
         return kept.rstrip()
 
     @staticmethod
-    def _read_init_image(request: GenerationRequest) -> Image.Image | None:
+    def _read_source(request: GenerationRequest) -> tuple[Image.Image | None, Image.Image | None]:
+        """The picture a request starts from, at its output size, and the zoom's mask."""
         if request.init_image is None:
-            return None
+            return None, None
         try:
             image = Image.open(io.BytesIO(request.init_image))
             image.load()
         except Exception as exc:
             raise InvalidRequest("The source image could not be read as an image.") from exc
         image = image.convert("RGB")
-        if image.size != (request.width, request.height):
-            image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
-        return image
+        size = (request.width, request.height)
+        if request.operation == "zoom":
+            return zoom_canvas(image, size, request.zoom)
+        if image.size != size:
+            # An upscale starts here: Lanczos to twice the size, then the tiled pass.
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        return image, None
 
     def _generate_with_retry(
         self,
@@ -571,6 +585,34 @@ class Engine:
                 by_request[job.index].extend(images[position : position + len(job.seeds)])
                 position += len(job.seeds)
         return [by_request[index] for index in sorted(by_request)]
+
+    def _upscale_pipe(self) -> StableDiffusionXLImg2ImgPipeline:
+        """Image-to-image whose UNet works in overlapping tiles (``engine/tiling.py``)."""
+        if self._tiled is None:
+            tiled = TiledUNet(
+                self.pipe.unet,
+                tile=self.upscale_tile,
+                overlap=self.upscale_tile // 4,
+                max_batch=self.settings.images_per_request,
+                vae_scale=self.pipe.vae_scale_factor,
+            )
+            self._tiled = StableDiffusionXLImg2ImgPipeline.from_pipe(
+                self.pipe, unet=tiled, dtype=self.dtype
+            )
+            self._tiled.set_progress_bar_config(disable=True)
+        unet = self._tiled.unet
+        unet.tile, unet.overlap = self.upscale_tile, self.upscale_tile // 4
+        return self._tiled
+
+    def _inpaint_pipe(self) -> StableDiffusionXLInpaintPipeline:
+        """Inpainting with the loaded (4-channel) UNet: the same components, no second model.
+
+        diffusers keeps the unmasked latents at the source's own at every step, so only the
+        border is painted, in the light of the picture it surrounds."""
+        if self._inpaint is None:
+            self._inpaint = StableDiffusionXLInpaintPipeline.from_pipe(self.pipe, dtype=self.dtype)
+            self._inpaint.set_progress_bar_config(disable=True)
+        return self._inpaint
 
     def _img2img_pipe(self) -> StableDiffusionXLImg2ImgPipeline:
         if self._img2img is None:
@@ -625,8 +667,18 @@ class Engine:
             kwargs["negative_pooled_prompt_embeds"] = torch.cat([e[3] for e in embeds])
 
         total_steps = spec.steps
-        if spec.init_image is not None:
-            runner = self._img2img_pipe()
+        if spec.operation == "zoom":
+            runner = self._inpaint_pipe()
+            kwargs |= {
+                "image": [job.init_image for job in jobs for _ in job.seeds],
+                "mask_image": [job.mask for job in jobs for _ in job.seeds],
+                "height": spec.height,
+                "width": spec.width,
+                "strength": 1.0,  # the border starts from noise; the picture stays as it is
+                "num_inference_steps": spec.steps,
+            }
+        elif spec.init_image is not None:
+            runner = self._upscale_pipe() if spec.operation == "upscale" else self._img2img_pipe()
             limit = getattr(pipe.scheduler.config, "original_inference_steps", 1000) or 1000
             num_steps, total_steps = _effective_img2img_steps(spec.steps, spec.strength, limit)
             kwargs |= {
@@ -646,8 +698,11 @@ class Engine:
                 progress, total_steps, preview_every
             )
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
-        latents = runner(**kwargs).images
-        return list(decode_latents(self.decoder, latents))
+        with _vae_tiling(self.pipe.vae, self.decoder, on=spec.operation == "upscale"):
+            # An upscaled picture has four times the pixels of a generated one: the VAE encodes
+            # and decodes it in blended tiles, so it needs no more memory than a batch of four.
+            latents = runner(**kwargs).images
+            return list(decode_latents(self.decoder, latents))
 
     def _progress_callback(self, progress: ProgressCallback, total: int, preview_every: float):
         last_preview = -math.inf
@@ -681,6 +736,44 @@ class Engine:
         except Exception:
             log.exception("preview decode failed; continuing without a preview")
             return None
+
+
+ZOOM_SEAM = 16
+"""Pixels of the shrunk picture's edge that are painted over with the border, so the two meet
+without a visible line (two latent cells at SDXL's scale)."""
+ZOOM_FILL = (127, 127, 127)
+
+
+def zoom_canvas(
+    image: Image.Image, size: tuple[int, int], zoom: float
+) -> tuple[Image.Image, Image.Image]:
+    """Zoom Out's start: ``image`` shrunk by ``zoom`` into the middle of a ``size`` canvas, and
+    the inpainting mask (white: paint here) covering the border and a thin seam."""
+    width, height = size
+    inner = (max(1, round(width / zoom)), max(1, round(height / zoom)))
+    left, top = (width - inner[0]) // 2, (height - inner[1]) // 2
+    canvas = Image.new("RGB", size, ZOOM_FILL)
+    canvas.paste(image.resize(inner, Image.Resampling.LANCZOS), (left, top))
+    mask = Image.new("L", size, 255)
+    seam = min(ZOOM_SEAM, inner[0] // 4, inner[1] // 4)
+    keep = (left + seam, top + seam, left + inner[0] - seam, top + inner[1] - seam)
+    if keep[2] > keep[0] and keep[3] > keep[1]:
+        mask.paste(0, keep)
+    return canvas, mask
+
+
+@contextlib.contextmanager
+def _vae_tiling(*vaes: object, on: bool) -> Iterator[None]:
+    """Turn diffusers' VAE tiling on for a block (when ``on``), then back to what it was."""
+    vaes = tuple(v for v in dict.fromkeys(vaes) if on and hasattr(v, "use_tiling"))
+    before = [bool(v.use_tiling) for v in vaes]
+    for vae in vaes:
+        vae.use_tiling = True
+    try:
+        yield
+    finally:
+        for vae, was in zip(vaes, before, strict=True):
+            vae.use_tiling = was
 
 
 def _cut_to_tokens(tokenizer, text: str, limit: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from engine.errors import InvalidRequest
 
@@ -35,6 +35,24 @@ MAX_PROMPT_CHARS = 6000  # Discord's slash option limit; the engine cuts to 77 t
 MIN_STRENGTH = 0.1
 MAX_STRENGTH = 1.0
 
+Operation = Literal["generate", "upscale", "zoom"]
+"""What the engine does with a request: ``generate`` (text-to-image, or image-to-image from
+``init_image``), ``upscale`` (``init_image`` enlarged to width x height, then a low-strength
+image-to-image pass in tiles) or ``zoom`` (``init_image`` shrunk by ``zoom`` onto a
+width x height canvas whose border is painted in)."""
+
+VARY_SUBTLE = 0.35
+"""Image-to-image strength of Vary (Subtle): composition and colours stay, details change."""
+VARY_STRONG = 0.7
+"""Image-to-image strength of Vary (Strong): the same idea, laid out anew."""
+UPSCALE_FACTOR = 2
+"""U1-U4: each side of the picture doubles (1024x1024 -> 2048x2048)."""
+UPSCALE_STRENGTH = 0.3
+"""How far the upscale's image-to-image pass may move from the enlarged picture: enough to draw
+new fine detail, too little to change what is there."""
+ZOOM_FACTORS = (1.5, 2.0)
+"""Zoom Out choices: the picture shrinks by this factor and the border around it is painted."""
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -51,6 +69,8 @@ class GenerationRequest:
     init_image: bytes | None = None
     strength: float = 0.6
     notes: tuple[str, ...] = field(default=(), compare=False)
+    operation: Operation = "generate"
+    zoom: float = 1.0  # ``zoom`` only: how much the picture shrinks (one of ZOOM_FACTORS)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -68,7 +88,20 @@ class GenerationRequest:
             self.guidance,
             img2img,
             self.strength if img2img else None,
+            self.operation,
+            self.zoom,
         )
+
+    @property
+    def work(self) -> int:
+        """GPU work in images of the base size: what the queue and the workers count.
+
+        An upscaled image has ``UPSCALE_FACTOR**2`` times the pixels (and UNet tiles) of one
+        generated at the base size, so it counts as that many.
+        """
+        if self.operation == "upscale":
+            return self.count * UPSCALE_FACTOR**2
+        return self.count
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ SCHEMA_VERSION = 1
 SafetyMode = Literal["off", "spoiler", "withhold"]
 FailReason = Literal["engine", "timeout", "version", "gave_up", "crash"]
 DEFAULT_FILE_LIMIT = 10 * 2**20
+# Request fields added after schema version 1 shipped, with the values that mean "as before".
+_OPTIONAL_REQUEST_FIELDS = {"operation": "generate", "zoom": 1.0}
 
 
 class WireError(ValueError):
@@ -157,6 +159,11 @@ def ticket_to_fields(ticket: Ticket) -> dict[bytes, bytes]:
     meta = asdict(ticket)
     init = meta["request"].pop("init_image")
     meta["request"].pop("notes")  # shown by the bot, which made them; not the GPU's business
+    # Written only when not the default, so a ticket for plain /imagine is what workers of the
+    # previous release read: they keep serving those during a rolling upgrade.
+    for name, default in _OPTIONAL_REQUEST_FIELDS.items():
+        if meta["request"][name] == default:
+            del meta["request"][name]
     fields = {b"v": str(SCHEMA_VERSION).encode(), b"type": b"ticket", b"meta": _json(meta)}
     if init is not None:
         fields[b"init"] = init

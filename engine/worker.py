@@ -104,7 +104,7 @@ class _Held:
 
     @property
     def images(self) -> int:
-        return self.ticket.request.count
+        return self.ticket.request.work
 
 
 class Worker:

@@ -68,7 +68,7 @@ class LocalBackend:
             return
         self._idle.clear()
         self._running = frozenset(t.job_id for t in tickets)
-        images = sum(t.request.count for t in tickets)
+        images = sum(t.request.work for t in tickets)
         loop = asyncio.get_running_loop()
         self._busy_until = loop.time() + images * self.executor.seconds_per_image
         task = loop.create_task(self._run(tickets), name="imagine-gpu-batch")

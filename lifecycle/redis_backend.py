@@ -67,7 +67,7 @@ class _Released:
 
     @property
     def images(self) -> int:
-        return self.ticket.request.count if self.ticket is not None else 0
+        return self.ticket.request.work if self.ticket is not None else 0
 
 
 class RedisBackend:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.requests import GenerationRequest
+from engine.requests import GenerationRequest, Operation
 from engine.tickets import Event, Failed, Finished, Progress, SafetyMode, Started, Ticket
 from lifecycle.backend import Backend
 from lifecycle.image_files import ImageFiles
@@ -86,8 +86,13 @@ class JobSink(Protocol):
         ...
 
 
+_OPERATIONS: dict[str, Operation] = {"upscale": "upscale", "zoom": "zoom"}
+
+
 def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
-    """Rebuild the engine request from a stored job (same after a restart)."""
+    """Rebuild the engine request from a stored job (same after a restart).
+
+    ``init_image``: the picture a derived job starts from (its parent's image file)."""
     return GenerationRequest(
         prompt=job.interpreted_prompt or job.prompt,
         seed=job.seed,
@@ -99,6 +104,8 @@ def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
         count=job.count,
         init_image=init_image,
         strength=job.strength if job.strength is not None else DEFAULT_STRENGTH,
+        operation=_OPERATIONS.get(job.kind, "generate"),
+        zoom=job.zoom or 1.0,
     )
 
 
@@ -225,9 +232,9 @@ class JobService:
         """Raise JobRejected when a new job of ``user_id`` would not fit in the queue.
 
         Callers check before any slow work (translation); the queue re-checks atomically on
-        submit. Posting a stored image alone (U) takes no GPU time and is never refused.
+        submit. Posting a stored image alone takes no GPU time and is never refused.
         """
-        if kind == "upscale":
+        if kind == "single":
             return
         limit = per_user_limit or self._per_user_limit
         if len(self.queue) >= self._max_jobs:
@@ -236,11 +243,14 @@ class JobService:
             raise JobRejected(self._text("user_limit", locale, limit=limit))
 
     def _queued(self, job: Job) -> QueuedJob:
+        # The source picture is read when the job is released; its key only needs to know
+        # that there is one.
+        request = request_for(job, b"source" if job.derived else None)
         return QueuedJob(
             job_id=job.id,
             user_id=job.requester_id,
-            images=job.count,
-            batch_key=request_for(job, b"x" if job.kind == "variation" else None).batch_key,
+            images=request.work,
+            batch_key=request.batch_key,
             enqueued_at=time.time(),
         )
 
@@ -378,7 +388,7 @@ class JobService:
         return (await self.storage.guild_settings(job.guild_id)).safety_mode
 
     async def _init_image(self, job: Job) -> bytes | None:
-        if job.kind != "variation" or job.parent_job_id is None:
+        if not job.derived:
             return None
         parent = await self.storage.get_job(job.parent_job_id)
         try:
@@ -548,8 +558,8 @@ class JobService:
             self.live.pop(job.id, None)
 
     async def _from_stored_image(self, job: Job) -> bool:
-        """Whether ``job`` is a U whose image is stored: it is posted without the GPU."""
-        if job.kind != "upscale" or job.parent_job_id is None:
+        """Whether ``job`` posts a stored image alone: it needs no GPU."""
+        if job.kind != "single" or job.parent_job_id is None:
             return False
         try:
             return await self.files.has(job.parent_job_id, job.parent_index or 1)
@@ -558,7 +568,7 @@ class JobService:
             return False
 
     async def _deliver_stored(self, job: Job) -> None:
-        """Post a stored image of the parent set alone (U): read in place, never copied."""
+        """Post a stored image of the parent set alone: read in place, never copied."""
         try:
             live, job = await self._ready(job)
             parent = await self.storage.get_job(job.parent_job_id or 0)
@@ -663,9 +673,9 @@ class JobService:
 
     # ----------------------------------------------------------------------------- files
     def _image_owner(self, job: Job) -> tuple[int, int | None]:
-        """Whose files hold ``job``'s images: a U made from a stored image reads its parent's
-        file in place (``(parent id, image number)``); every other job has its own set."""
-        if job.kind == "upscale" and job.parent_job_id is not None:
+        """Whose files hold ``job``'s images: an image posted alone reads its parent's file in
+        place (``(parent id, image number)``); every other job has its own set."""
+        if job.kind == "single" and job.parent_job_id is not None:
             return job.parent_job_id, job.parent_index or 1
         return job.id, None
 
@@ -691,7 +701,8 @@ class JobService:
         return await self.files.has(owner, own_index or index)
 
     async def purge_images(self, job: Job) -> None:
-        """Remove ``job``'s own stored files (a U's parent set is left alone)."""
+        """Remove ``job``'s own stored files (the set an image was posted alone from is left
+        alone)."""
         try:
             await self.files.purge(job.id)
         except OSError:

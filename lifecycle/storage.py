@@ -26,13 +26,16 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["imagine", "reroll", "variation", "upscale", "reply", "remix"]
+JobKind = Literal["imagine", "reroll", "variation", "upscale", "single", "zoom", "reply", "remix"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 SafetyMode = Literal["spoiler", "withhold", "off"]
 
 JOB_KINDS: frozenset[str] = frozenset(get_args(JobKind))
 JOB_STATUSES: frozenset[str] = frozenset(get_args(JobStatus))
 SAFETY_MODES: frozenset[str] = frozenset(get_args(SafetyMode))
+#: Kinds made from a picture of another job (``parent_job_id``, image ``parent_index``): they
+#: need that picture's stored file, and re-rolling one works on the same picture again.
+DERIVED_KINDS: frozenset[str] = frozenset({"variation", "upscale", "zoom"})
 UNFINISHED_STATUSES: frozenset[str] = frozenset({"queued", "running"})
 FINISHED_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
@@ -131,6 +134,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE guild_settings ADD COLUMN gallery_slug TEXT;
     CREATE UNIQUE INDEX guild_settings_by_gallery_slug ON guild_settings(gallery_slug);
     """,
+    # 4 -> 5: the image tools. U1-U4 now upscale (kind 'upscale', twice the size); what 'upscale'
+    # meant before (post image i of the set alone) is kind 'single'. Zoom Out stores how far.
+    """
+    UPDATE jobs SET kind = 'single' WHERE kind = 'upscale';
+    ALTER TABLE jobs ADD COLUMN zoom REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -153,7 +162,8 @@ class NewJob:
 
     ``seed`` is the first seed (image i uses seed + i). ``interpreted_prompt`` is what the model
     gets when it differs from ``prompt`` (e.g. translated); None means the same text.
-    ``parent_index`` is the 1-based image index an upscale/variation works on.
+    ``parent_index`` is the 1-based image index a derived job (``DERIVED_KINDS``) works on;
+    ``strength`` its image-to-image strength, ``zoom`` how far a Zoom Out shrinks the picture.
     """
 
     kind: JobKind
@@ -180,6 +190,7 @@ class NewJob:
     reply_to_message_id: int | None = None
     nsfw_channel: bool = False
     requester_name: str | None = None  # display name when asked (the gallery's "made by")
+    zoom: float | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,12 @@ class Job:
     flagged: tuple[int, ...] = ()  # 1-based images the safety filter flagged (spoilered)
     withheld: tuple[int, ...] = ()  # 1-based images the safety filter withheld (not stored)
     requester_name: str | None = None  # the requester's display name when they asked
+    zoom: float | None = None  # Zoom Out: how much the picture shrank
+
+    @property
+    def derived(self) -> bool:
+        """Made from a picture of another job (a variation, upscale or zoom)."""
+        return self.kind in DERIVED_KINDS and self.parent_job_id is not None
 
     @property
     def model_prompt(self) -> str:

@@ -26,9 +26,7 @@ class Showcase(commands.Cog):
         await self.listing.post_deleted(payload.message_id)
 
     @commands.Cog.listener()
-    async def on_raw_bulk_message_delete(
-        self, payload: discord.RawBulkMessageDeleteEvent
-    ) -> None:
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         for message_id in payload.message_ids:
             await self.listing.post_deleted(message_id)
 

@@ -67,8 +67,7 @@ def look(chromium: str, chromedriver: str, url: str, out: Path) -> dict:
         driver.get(url)
         WebDriverWait(driver, 15).until(
             lambda d: d.execute_script(
-                "return [...document.images].every(i => i.complete)"
-                " && document.images.length > 0"
+                "return [...document.images].every(i => i.complete) && document.images.length > 0"
             )
         )
         seen = {

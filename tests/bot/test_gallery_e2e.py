@@ -122,7 +122,10 @@ async def test_opt_in_lists_shares_by_name_with_thumbnails_and_the_command(
         status, data, _ = await fetch(bot, path + full)
         assert status == 200 and data == attachment.data
     assert sorted(p.name for p in (gallery_settings.thumbnails_dir / str(job.id)).iterdir()) == [
-        "1.webp", "2.webp", "3.webp", "4.webp",
+        "1.webp",
+        "2.webp",
+        "3.webp",
+        "4.webp",
     ]  # made when it was shared, before anyone asked
 
     # Off again: the same 404 as an address that never existed; on again: the same address.

@@ -106,17 +106,54 @@ def test_interpreted_prompt_is_shown_in_the_users_language():
 def test_result_view_has_persistent_buttons_with_job_ids():
     view = render.result_view(7, 4)
     ids = [item.item.custom_id for item in view.children if isinstance(item, JobButton)]
-    assert ids == [custom_id("upscale", 7, i) for i in range(1, 5)] + [custom_id("reroll", 7)] + [
-        custom_id("vary", 7, i) for i in range(1, 5)
-    ] + [custom_id("share", 7), custom_id("delete", 7)]
+    assert ids == (
+        [custom_id("upscale", 7, i) for i in range(1, 5)]
+        + [custom_id("reroll", 7)]
+        + [custom_id("vary", 7, i) for i in range(1, 5)]
+        + [custom_id("share", 7)]
+        + [custom_id("subtle", 7, i) for i in range(1, 5)]
+        + [custom_id("delete", 7)]
+    )
+    labels = [item.item.label for item in view.children]
+    assert labels[:4] == ["U1", "U2", "U3", "U4"] and labels[10:14] == ["S1", "S2", "S3", "S4"]
     assert view.timeout is None
     assert all(len(i) <= 100 for i in ids)
+    # Every id is one the persistent handler parses back into the same button.
+    assert all(JobButton.__discord_ui_compiled_template__.fullmatch(i) for i in ids)
 
 
-def test_single_image_view():
+def test_single_image_view_has_the_image_tools():
     view = render.result_view(9, 1)
-    ids = {item.item.custom_id for item in view.children}
-    assert ids == {"imagine:vary:9:1", "imagine:reroll:9", "imagine:share:9", "imagine:delete:9"}
+    shown = [(item.item.custom_id, item.item.label) for item in view.children]
+    assert shown == [
+        ("imagine:subtle:9:1", "Vary (Subtle)"),
+        ("imagine:vary:9:1", "Vary (Strong)"),
+        ("imagine:zoom2:9:1", "Zoom Out 2x"),
+        ("imagine:zoom15:9:1", "Zoom Out 1.5x"),
+        ("imagine:reroll:9", None),
+        ("imagine:share:9", None),
+        ("imagine:delete:9", None),
+    ]
+
+
+def test_derived_jobs_say_what_they_were_made_from_and_how_to_make_them_again():
+    upscale = facts(
+        kind="upscale",
+        parent_job_id=3,
+        parent_index=2,
+        strength=0.3,
+        count=1,
+        seeds=(77,),
+        width=2048,
+        height=2048,
+    )
+    assert "upscaled 2× from image 2 of job 3" in render.result_text(upscale)
+    info = render.info_text(upscale)
+    assert "strength:        0.3" in info and "`--seed 77`" in info and "/imagine" not in info
+    zoom = facts(kind="zoom", parent_job_id=3, parent_index=1, zoom=1.5, strength=None)
+    assert "Zoom Out 1.5× of image 1 of job 3" in render.result_text(zoom)
+    subtle = facts(kind="variation", parent_job_id=3, parent_index=4, strength=0.35)
+    assert "Vary (Subtle) of image 4 of job 3" in render.info_text(subtle)
 
 
 def test_info_text_has_everything_to_reproduce():

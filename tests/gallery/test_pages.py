@@ -179,8 +179,21 @@ def test_whatever_users_typed_is_text_on_the_page_never_markup(
     page = parse(render_page([card], page=1, pages=1, total=1))
     # The only elements are the template's own; what was typed comes back as text.
     assert {tag for tag, _ in page.tags} <= {
-        "html", "head", "meta", "title", "style", "body", "header", "h1", "p", "main",
-        "article", "div", "a", "img", "code",
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "header",
+        "h1",
+        "p",
+        "main",
+        "article",
+        "div",
+        "a",
+        "img",
+        "code",
     }
     assert len([tag for tag, _ in page.tags if tag == "article"]) == 1
     text = "".join(page.text)

@@ -77,7 +77,7 @@ async def storage(db_path: Path, clock: FakeClock):
 
 async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
     assert db_path.exists()
-    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 4
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 5
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -362,6 +362,32 @@ async def test_migration_v1_to_v2_keeps_rows(db_path: Path, clock: FakeClock):
         # New rows continue the id sequence.
         newer = await store.create_job(new_job())
         assert newer.id == 3
+    finally:
+        await store.close()
+
+
+async def test_migration_v4_to_v5_keeps_posted_alone_images_apart_from_upscales(
+    db_path: Path, clock: FakeClock
+):
+    """Before v5, kind 'upscale' meant "image i posted alone"; U1-U4 now upscale 2x."""
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as old:
+        assert await migrate(old, target=4) == 4
+        for kind, parent in (("imagine", "NULL"), ("upscale", "1")):
+            await old.execute(
+                "INSERT INTO jobs (kind, parent_job_id, parent_index, requester_id, channel_id, "
+                "prompt, seed, width, height, steps, guidance, count, created_at) VALUES "
+                f"('{kind}', {parent}, 2, 4, 5, 'a fox', 8, 1024, 1024, 4, 1.0, 1, 100.0)"
+            )
+    store = await Storage.open(db_path, clock=clock)
+    try:
+        grid, alone = await store.get_job(1), await store.get_job(2)
+        assert grid.kind == "imagine" and not grid.derived and grid.zoom is None
+        assert alone.kind == "single" and not alone.derived and alone.parent_job_id == 1
+        zoom = await store.create_job(
+            new_job(kind="zoom", parent_job_id=1, parent_index=2, zoom=1.5)
+        )
+        assert zoom.zoom == 1.5 and zoom.derived
     finally:
         await store.close()
 
