@@ -520,8 +520,9 @@ class JobService:
             live, job = await self._ready(job)
             if job.status == "cancelled":
                 return
+            flagged = await self._flagged(job, result)
             job = dataclasses.replace(
-                job, seeds=result.seeds, flagged=result.flagged, withheld=result.withheld
+                job, seeds=result.seeds, flagged=flagged, withheld=result.withheld
             )
             notes = list(dict.fromkeys([*live.notes, *result.notes]))
             await self.sink.close(job.id)
@@ -530,13 +531,13 @@ class JobService:
                 result.seconds,
                 notes,
                 [(f.filename, f.data) for f in result.files],
-                [f.index in result.flagged for f in result.files],
+                [f.index in flagged for f in result.files],
             )
             await self.storage.mark_done(
                 job.id,
                 list(result.seeds),
                 message_id,
-                flagged=result.flagged,
+                flagged=flagged,
                 withheld=result.withheld,
             )
             self.metrics.posted(job.kind, time.time() - job.created_at)
@@ -556,6 +557,16 @@ class JobService:
         finally:
             self._delivering.discard(job.id)
             self.live.pop(job.id, None)
+
+    async def _flagged(self, job: Job, result: Finished) -> tuple[int, ...]:
+        """The result's images to show as spoilers: those the safety filter flagged, and all
+        of them when they were made from a picture it had flagged (a variation, upscale or
+        zoom of a hidden picture stays hidden)."""
+        if job.derived:
+            parent = await self.storage.get_job(job.parent_job_id or 0)
+            if parent is not None and job.parent_index in parent.flagged:
+                return tuple(f.index for f in result.files)
+        return tuple(result.flagged)
 
     async def _from_stored_image(self, job: Job) -> bool:
         """Whether ``job`` posts a stored image alone: it needs no GPU."""

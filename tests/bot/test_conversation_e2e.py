@@ -69,33 +69,94 @@ async def test_reroll_posts_four_new_images_in_a_new_message(bot_process, standi
     assert child.requester_id == world.bob.id
 
 
-async def test_upscale_posts_that_image_alone_with_its_seed(bot_process, standin, world):
+async def test_upscale_posts_that_image_at_twice_the_size_and_info_reproduces_it(
+    bot_process, standin, world
+):
     bot = await bot_process.start()
     _, result = await imagine(standin, world.alice, world.general, seed=500)
     job = await job_for_message(bot, result.id)
     _, single = await click_for_images(
         standin, world.alice, result, f"imagine:upscale:{job.id}:2", count=1
     )
-    assert single.attachments[0].data == result.attachments[1].data
+    upscaled = Image.open(io.BytesIO(single.attachments[0].data))
+    assert upscaled.size == (job.width * 2, job.height * 2)
     assert seeds_in(single.content) == [501]
-    assert "imagine:vary:" in " ".join(single.custom_ids())
-    single_job = await job_for_message(bot, single.id)
-    assert single_job.kind == "upscale" and single_job.seeds == (501,)
+    assert f"upscaled 2× from image 2 of job {job.id}" in single.content
+    ids = single.custom_ids()
+    upscale = await job_for_message(bot, single.id)
+    for action in ("subtle", "vary", "zoom2", "zoom15"):
+        assert f"imagine:{action}:{upscale.id}:1" in ids
+    assert (upscale.kind, upscale.parent_job_id, upscale.parent_index) == ("upscale", job.id, 2)
+    assert upscale.strength == 0.3 and upscale.seeds == (501,)
+
+    # /info says how to make these pixels again; doing so makes them exactly.
+    info = await standin.slash_command(world.alice, world.general, "info", {"job": upscale.id})
+    text = (await info.wait_response(5)).content
+    assert "`--seed 501`" in text and "strength:        0.3" in text
+    reply = await standin.user_message(
+        world.alice, world.general, "--seed 501", reply_to=single, mentions_bot=True
+    )
+    again = await standin.wait_for_message(
+        lambda m: m.reply_to_id == reply.id and len(m.attachments) == 1, timeout=60
+    )
+    assert again.attachments[0].data == single.attachments[0].data
+    assert (await job_for_message(bot, again.id)).kind == "upscale"
+
+
+async def test_zoom_out_paints_four_pictures_around_the_image_at_its_size(
+    bot_process, standin, world
+):
+    bot = await bot_process.start()
+    _, result = await imagine(standin, world.alice, world.general, seed=300)
+    job = await job_for_message(bot, result.id)
+    _, single = await click_for_images(
+        standin, world.alice, result, f"imagine:upscale:{job.id}:1", count=1
+    )
+    upscale = await job_for_message(bot, single.id)
+    _, zoomed = await click_for_images(standin, world.bob, single, f"imagine:zoom2:{upscale.id}:1")
+    # Made at the size the picture was generated at (not the upscale's), four new seeds.
+    sizes = {Image.open(io.BytesIO(a.data)).size for a in zoomed.attachments}
+    assert sizes == {(job.width, job.height)}
+    zoom = await job_for_message(bot, zoomed.id)
+    assert (zoom.kind, zoom.zoom, zoom.parent_job_id, zoom.requester_id) == (
+        "zoom",
+        2.0,
+        upscale.id,
+        world.bob.id,
+    )
+    assert f"Zoom Out 2× of image 1 of job {upscale.id}" in zoomed.content
+    # The zoomed set is a set like any other: U, V, S on each picture.
+    assert f"imagine:upscale:{zoom.id}:4" in zoomed.custom_ids()
+    _, wider = await click_for_images(standin, world.bob, zoomed, f"imagine:subtle:{zoom.id}:3")
+    subtle = await job_for_message(bot, wider.id)
+    assert subtle.kind == "variation" and subtle.strength == 0.35 and subtle.parent_index == 3
+    # 🔄 on a zoom zooms the same picture again, with new seeds.
+    _, rerolled = await click_for_images(standin, world.bob, zoomed, f"imagine:reroll:{zoom.id}")
+    again = await job_for_message(bot, rerolled.id)
+    assert (again.kind, again.parent_job_id, again.zoom) == ("zoom", upscale.id, 2.0)
+    assert set(again.seeds).isdisjoint(zoom.seeds)
 
 
 async def test_variations_stay_near_the_image_with_new_seeds(bot_process, standin, world):
     bot = await bot_process.start()
     _, result = await imagine(standin, world.alice, world.general, seed=77)
     job = await job_for_message(bot, result.id)
-    _, varied = await click_for_images(standin, world.alice, result, f"imagine:vary:{job.id}:1")
-    seeds = seeds_in(varied.content)
-    assert len(seeds) == 4 and 77 not in seeds
     source = pixels(result.attachments[0].data).astype(float)
-    variations = [pixels(a.data).astype(float) for a in varied.attachments]
-    assert all(v.shape == source.shape for v in variations)
-    assert all(not np.array_equal(v, source) for v in variations)
-    child = await job_for_message(bot, varied.id)
-    assert child.kind == "variation" and child.parent_index == 1
+    strengths = {}
+    for action in ("vary", "subtle"):
+        _, varied = await click_for_images(
+            standin, world.alice, result, f"imagine:{action}:{job.id}:1"
+        )
+        seeds = seeds_in(varied.content)
+        assert len(seeds) == 4 and 77 not in seeds
+        variations = [pixels(a.data).astype(float) for a in varied.attachments]
+        assert all(v.shape == source.shape for v in variations)
+        assert all(not np.array_equal(v, source) for v in variations)
+        child = await job_for_message(bot, varied.id)
+        assert child.kind == "variation" and child.parent_index == 1
+        strengths[action] = child.strength
+        assert ("Vary (Strong)" if action == "vary" else "Vary (Subtle)") in varied.content
+    assert strengths == {"vary": 0.7, "subtle": 0.35}
 
 
 async def test_delete_is_for_the_requester_or_moderators(bot_process, standin, world):

@@ -3,6 +3,10 @@ and that nothing the bot posts pings anyone it should not. Real bot, stand-in, t
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image
+
 from bot.i18n import t
 from tests.bot.test_conversation_e2e import click_for_images, imagine
 from tests.bot.test_imagine_e2e import job_for_message
@@ -150,4 +154,7 @@ async def test_dms_are_ordinary_channels(bot_process, standin, world):
     _, single = await click_for_images(
         standin, world.alice, result, f"imagine:upscale:{job.id}:1", count=1
     )
-    assert single.attachments[0].data == result.attachments[0].data
+    assert Image.open(io.BytesIO(single.attachments[0].data)).size == (
+        job.width * 2,
+        job.height * 2,
+    )
