@@ -21,6 +21,7 @@ from bot.errors import explain
 from bot.i18n import t
 from bot.remix import RemixForm, RemixModal
 from bot.replies import is_blank, parse_reply, strip_bot_mention
+from bot.uploads import first_picture, read_upload
 from engine import InvalidRequest, make_request
 from engine.requests import (
     SEED_LIMIT,
@@ -30,6 +31,7 @@ from engine.requests import (
     VARY_SUBTLE,
 )
 from engine.translation import needs_translation
+from engine.uploads import IMAGE_PROMPT_STRENGTH
 from lifecycle.service import JobRejected
 from lifecycle.storage import GuildSettings, Job, NewJob
 
@@ -68,8 +70,10 @@ class Ask:
     count: int | None = None
     interpreted_prompt: str | None = None  # reuse a stored translation (re-rolls, replies)
     size: tuple[int, int] | None = None  # keep the parent's size instead of an aspect ratio
-    strength: float | None = None  # image-to-image strength (variations, upscales)
+    strength: float | None = None  # image-to-image strength (variations, upscales, uploads)
     zoom: float | None = None  # Zoom Out: how much the picture shrinks
+    upload: bytes | None = None  # an image prompt's picture, fitted to ``size`` (PNG)
+    from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
 
 
 # Most characters of a prompt that go to the translator: SDXL's text encoders read 77 tokens
@@ -134,17 +138,22 @@ async def _guild_rules(bot: ImagineBot, origin: Origin, kind: str) -> GuildSetti
 
 
 def _check_texts(
-    origin: Origin, settings: GuildSettings | None, prompts: list[str], negatives: list[str]
+    origin: Origin,
+    settings: GuildSettings | None,
+    prompts: list[str],
+    negatives: list[str],
+    *,
+    nsfw: bool,
 ) -> None:
     """Raise JobRejected when the safety floor or the channel's blocklist refuses the texts.
 
     The floor applies everywhere; the blocklist outside age-restricted channels (DMs are
-    ordinary channels and get the default list).
+    ordinary channels and get the default list). ``nsfw``: the age-restricted rules apply.
     """
     refusal: Refusal | None = check_prompt(
         prompts,
         negatives,
-        nsfw_channel=origin.nsfw_channel,
+        nsfw_channel=nsfw,
         extra_terms=settings.blocklist_add if settings else (),
         removed_terms=settings.blocklist_remove if settings else (),
     )
@@ -193,12 +202,16 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
     """
     settings = await _guild_rules(bot, origin, ask.kind)
     negatives = [ask.negative_prompt] if ask.negative_prompt else []
-    _check_texts(origin, settings, [ask.prompt], negatives)
+    from_upload = ask.from_upload or ask.upload is not None
+    # An uploaded picture never combines with adult content: the ordinary channel's rules apply
+    # to it and to all that is made from it, even in an age-restricted channel or a DM.
+    nsfw = origin.nsfw_channel and not from_upload
+    _check_texts(origin, settings, [ask.prompt], negatives, nsfw=nsfw)
     per_user_limit = settings.per_user_limit if settings else None
     bot.jobs.check_capacity(ask.kind, origin.requester_id, per_user_limit, origin.locale)
     interpreted, notes = await _interpret(bot, ask, origin.locale)
     if interpreted and interpreted != ask.prompt:
-        _check_texts(origin, settings, [ask.prompt, interpreted], negatives)
+        _check_texts(origin, settings, [ask.prompt, interpreted], negatives, nsfw=nsfw)
     model_prompt = interpreted or ask.prompt
     try:
         request = make_request(
@@ -240,8 +253,10 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         reply_to_message_id=origin.reply_to.id if origin.reply_to else None,
         nsfw_channel=origin.nsfw_channel,
         requester_name=origin.requester_name,
+        uploaded=ask.upload is not None,
+        from_upload=from_upload,
     )
-    job = await bot.jobs.accept(new, per_user_limit=per_user_limit)
+    job = await bot.jobs.accept(new, per_user_limit=per_user_limit, source=ask.upload)
     bot.jobs.set_notes(job.id, [*notes, *request.notes])
     return job
 
@@ -263,7 +278,7 @@ async def start_from_interaction(
     """Accept a generation asked for by a slash command or button; ack within 3 s."""
     origin = origin_from_interaction(interaction)
     slow = ask.interpreted_prompt is None and not ask.raw and needs_translation(ask.prompt)
-    if slow:
+    if slow and not interaction.response.is_done():
         # Translation may take a moment on the CPU: acknowledge first, then decide.
         await interaction.response.defer(thinking=True)
     try:
@@ -271,7 +286,7 @@ async def start_from_interaction(
     except JobRejected as exc:
         await reject(interaction, exc.user_message)
         return
-    if not slow:
+    if not interaction.response.is_done():
         await interaction.response.defer(thinking=True)
     message = await interaction.original_response()
     await bot.jobs.attach_status_message(job.id, message.id)
@@ -320,8 +335,32 @@ def ask_from_job(job: Job, **changes: object) -> Ask:
         size=(job.width, job.height) if again else base_size(job),
         strength=job.strength if again else None,
         zoom=job.zoom if again else None,
+        from_upload=job.from_upload and again,
     )
     return dataclasses.replace(ask, **changes)  # type: ignore[arg-type]
+
+
+async def ask_again(bot: ImagineBot, job: Job, **changes: object) -> Ask:
+    """``ask_from_job`` for a re-roll or reply, which also reuses an image prompt's picture
+    (same picture, size and strength), so ``--seed`` makes the same pixels again.
+
+    Raises:
+        JobRejected: the picture is no longer stored.
+    """
+    ask = ask_from_job(job, **changes)
+    if not job.uploaded or ask.kind in ("remix",):
+        return ask
+    try:
+        upload = await bot.jobs.load_source(job)
+    except FileNotFoundError:
+        raise JobRejected(t("images_purged", job.locale)) from None
+    return dataclasses.replace(
+        ask,
+        upload=upload,
+        from_upload=True,
+        size=(job.width, job.height),
+        strength=changes.get("strength", job.strength),  # type: ignore[arg-type]
+    )
 
 
 def ask_to_derive(job: Job, index: int, kind: str, **changes: object) -> Ask:
@@ -335,6 +374,7 @@ def ask_to_derive(job: Job, index: int, kind: str, **changes: object) -> Ask:
         size=base_size(job),
         strength=None,
         zoom=None,
+        from_upload=job.from_upload,
     )
     return dataclasses.replace(ask, **changes)  # type: ignore[arg-type]
 
@@ -376,7 +416,12 @@ async def _dispatch(
     bot: ImagineBot, interaction: discord.Interaction, action: str, job: Job, index: int | None
 ) -> None:
     if action == "reroll":
-        await start_from_interaction(bot, interaction, ask_from_job(job))
+        try:
+            ask = await ask_again(bot, job)
+        except JobRejected as exc:
+            await reject(interaction, exc.user_message)
+            return
+        await start_from_interaction(bot, interaction, ask)
     elif action in ("vary", "subtle"):
         strength = VARY_STRONG if action == "vary" else VARY_SUBTLE
         await _derive(bot, interaction, job, index or 1, "variation", strength=strength)
@@ -650,16 +695,42 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
             "`--seed` needs a whole number from 0 to 4294967295.", mention_author=False
         )
         return True
+    if command.bad_strength is not None:
+        await message.reply("`--strength` needs a number from 0.1 to 1.0.", mention_author=False)
+        return True
+    picture = first_picture(message)
     # A reply to a picture made from another picture (V, S, U, Zoom Out) runs the same tool on
-    # the same picture again: with --seed it makes the very same pixels.
-    changes: dict[str, object] = {} if job.derived else {"kind": "reply"}
+    # the same picture again: with --seed it makes the very same pixels. A reply that brings a
+    # picture of its own is an image prompt.
+    changes: dict[str, object] = {} if job.derived and picture is None else {"kind": "reply"}
     if command.prompt is not None:
         changes.update(prompt=command.prompt, interpreted_prompt=None, raw=command.raw)
     if command.seed is not None:
         changes["seed"] = command.seed
     if command.negative_prompt is not None:
         changes["negative_prompt"] = command.negative_prompt
-    if command.aspect_ratio is not None and not job.derived:
+    if command.aspect_ratio is not None and not job.derived and picture is None:
         changes.update(aspect_ratio=command.aspect_ratio, size=None)
-    await start_from_reply(bot, message, ask_from_job(job, **changes), hint)
+    if command.strength is not None and (job.uploaded or picture is not None):
+        changes["strength"] = command.strength
+    locale = str(message.guild.preferred_locale) if message.guild else None
+    try:
+        if picture is not None:
+            fitted = await read_upload(
+                picture, bot.settings.engine.resolution, command.aspect_ratio, locale
+            )
+            changes.update(
+                upload=fitted.png,
+                from_upload=True,
+                size=(fitted.width, fitted.height),
+                strength=changes.get("strength", IMAGE_PROMPT_STRENGTH),
+                count=None,
+            )
+            ask = ask_from_job(job, **changes)
+        else:
+            ask = await ask_again(bot, job, **changes)
+    except JobRejected as exc:
+        await message.reply(render.escape_user_text(exc.user_message), mention_author=False)
+        return True
+    await start_from_reply(bot, message, ask, hint)
     return True

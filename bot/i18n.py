@@ -34,6 +34,8 @@ COMMAND_TEXT: dict[str, str] = {
     "imagine.seed": "Seed for repeatable results (random when empty)",
     "imagine.aspect_ratio": "Image shape, width:height",
     "imagine.raw": "Use the prompt exactly as typed, without translation",
+    "imagine.image": "A picture to start from (PNG, JPEG or WebP)",
+    "imagine.strength": "How far to move away from the picture: 0.1 close to 1.0 free (0.6)",
     "imagine-settings": "Imagine settings for this server (needs Manage Server)",
     "history": "Your recent images",
     "info": "Full parameters of a job, to reproduce it",
@@ -78,6 +80,14 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     COMMAND_TEXT["imagine.raw"]: {
         SIMPLIFIED: "按原样使用提示词，不翻译",
         TRADITIONAL: "按原樣使用提示詞，不翻譯",
+    },
+    COMMAND_TEXT["imagine.image"]: {
+        SIMPLIFIED: "作为起点的图片（PNG、JPEG 或 WebP）",
+        TRADITIONAL: "作為起點的圖片（PNG、JPEG 或 WebP）",
+    },
+    COMMAND_TEXT["imagine.strength"]: {
+        SIMPLIFIED: "偏离图片的程度：0.1 贴近原图，1.0 自由发挥（默认 0.6）",
+        TRADITIONAL: "偏離圖片的程度：0.1 貼近原圖，1.0 自由發揮（預設 0.6）",
     },
     COMMAND_TEXT["imagine-settings"]: {
         SIMPLIFIED: "本服务器的画图设置（需要“管理服务器”权限）",
@@ -209,6 +219,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "可以用 🔄 或带种子的 /imagine 重新生成。",
         TRADITIONAL: "這組圖片已不再保存（舊圖片會被定期清理）。"
         "可以用 🔄 或帶種子的 /imagine 重新生成。",
+    },
+    "upload_refused": {
+        ENGLISH: "The safety filter refused that picture: it cannot be used as an image prompt.",
+        SIMPLIFIED: "安全过滤器拒绝了这张图片：它不能用作图片提示。",
+        TRADITIONAL: "安全過濾器拒絕了這張圖片：它不能用作圖片提示。",
+    },
+    "upload_unreadable": {
+        ENGLISH: "That picture could not be downloaded from Discord. Please try again.",
+        SIMPLIFIED: "无法从 Discord 下载这张图片，请重试。",
+        TRADITIONAL: "無法從 Discord 下載這張圖片，請重試。",
     },
     "image_not_available": {
         ENGLISH: "That image is not available.",

@@ -56,7 +56,9 @@ def vary_label(strength: float | None) -> str:
 
 
 def derivation(job: Job) -> str | None:
-    """How ``job``'s pictures came from another job's picture (None: from the prompt)."""
+    """How ``job``'s pictures came from another picture (None: from the prompt alone)."""
+    if job.uploaded:
+        return f"from an uploaded picture (strength {job.strength or 0:g})"
     if job.parent_job_id is None or job.parent_index is None:
         return None
     source = f"image {job.parent_index} of job {job.parent_job_id}"
@@ -129,15 +131,20 @@ def info_text(job: Job) -> str:
     source = derivation(job)
     if source:
         lines.append(f"made as:         {source}")
-    if job.derived and job.strength is not None:
+    if (job.derived or job.uploaded) and job.strength is not None:
         lines.append(f"strength:        {job.strength:g}")
     lines.append("```")
-    if seeds and job.derived:
+    if seeds and (job.derived or job.uploaded):
         # The picture it started from is part of the recipe: a reply to the result runs the
         # same tool on the same picture, and --seed makes these very pixels again.
+        picture = (
+            "the uploaded picture"
+            if job.uploaded
+            else f"image {job.parent_index} of job {job.parent_job_id}"
+        )
         lines.append(
-            f"Reproduce image 1: reply to this result with `--seed {seeds[0]}` (while image "
-            f"{job.parent_index} of job {job.parent_job_id} is stored)"
+            f"Reproduce image 1: reply to this result with `--seed {seeds[0]}` (while "
+            f"{picture} is stored)"
         )
     elif seeds:
         lines.append(f"Reproduce image 1: {imagine_line(job, seeds[0])}")

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 REROLL_WORDS = {"", "🔄", "again", "reroll", "re-roll", "more", "再来", "再來", "重来", "重來"}
 _MENTION = re.compile(r"^\s*<@!?(\d+)>\s*")
-_FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw)\b=?")
+_FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw|strength)\b=?")
+MIN_STRENGTH, MAX_STRENGTH = 0.1, 1.0
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class ReplyCommand:
     aspect_ratio: str | None = None
     raw: bool = False
     bad_seed: str | None = None
+    strength: float | None = None  # with a picture attached: how far from it (0.1-1.0)
+    bad_strength: str | None = None
 
 
 def is_blank(text: str) -> bool:
@@ -39,9 +42,9 @@ def strip_bot_mention(content: str, bot_id: int) -> str:
 def parse_reply(content: str) -> ReplyCommand:
     """Parse ``a red fox --seed 42 --ar 16:9 --raw --no blurry, text`` style replies.
 
-    ``--seed``, ``--ar`` take one word; ``--raw`` takes none; ``--no`` takes everything up to
-    the next flag. What is left is the new prompt. An empty remainder (or a re-roll word such
-    as ``again`` or ``🔄``) keeps the replied job's prompt.
+    ``--seed``, ``--ar``, ``--strength`` take one word; ``--raw`` takes none; ``--no`` takes
+    everything up to the next flag. What is left is the new prompt. An empty remainder (or a
+    re-roll word such as ``again`` or ``🔄``) keeps the replied job's prompt.
     """
     chunks = _FLAG_SPLIT.split(" " + content)
     prompt_parts = [chunks[0]]
@@ -49,6 +52,8 @@ def parse_reply(content: str) -> ReplyCommand:
     bad_seed: str | None = None
     negative: str | None = None
     aspect: str | None = None
+    strength: float | None = None
+    bad_strength: str | None = None
     raw = False
     for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
         value, _, rest = body.strip().partition(" ")
@@ -64,6 +69,10 @@ def parse_reply(content: str) -> ReplyCommand:
                 seed = int(value)
             else:
                 bad_seed = value
+        elif name == "strength":
+            strength = _strength(value)
+            if strength is None:
+                bad_strength = value
         else:
             aspect = value or None
         prompt_parts.append(rest)
@@ -76,4 +85,14 @@ def parse_reply(content: str) -> ReplyCommand:
         aspect_ratio=aspect,
         raw=raw,
         bad_seed=bad_seed,
+        strength=strength,
+        bad_strength=bad_strength,
     )
+
+
+def _strength(value: str) -> float | None:
+    """A strength from 0.1 to 1.0 written as a plain decimal, else None."""
+    if not re.fullmatch(r"\d{0,2}(\.\d{1,4})?", value, re.ASCII) or value in ("", "."):
+        return None
+    number = float(value)
+    return number if MIN_STRENGTH <= number <= MAX_STRENGTH else None

@@ -8,10 +8,13 @@ what a user gets does not depend on where the GPU is. Knows no Discord and no st
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from PIL import Image
 
 from engine.encoding import as_pil, encode_one
 from engine.errors import EngineError
@@ -28,6 +31,7 @@ PREVIEW_LIMIT = 2**20  # a preview is <= 256 px: far below any upload limit
 DEFAULT_SECONDS_PER_IMAGE = 0.1  # ETA guess until the first batch has been timed
 GENERIC_FAILURE = "Something went wrong while generating. Please try again."
 TIMED_OUT = "Generating took far too long and was stopped. Please try again."
+SOURCE_REFUSED = "The safety filter refused that picture: it cannot be used as an image prompt."
 
 
 class GPUStuck(Exception):
@@ -85,6 +89,11 @@ class TicketExecutor:
         check and encoding: the next batch can start on the GPU while this one is finished.
         """
         tickets = list(tickets)
+        refused = await self._refused_sources(tickets)
+        for ticket in tickets:
+            if ticket.job_id in refused:
+                await emit(Failed(ticket.job_id, SOURCE_REFUSED, "refused"))
+        tickets = [t for t in tickets if t.job_id not in refused]
         if not tickets:
             on_gpu_done()
             return
@@ -240,6 +249,25 @@ class TicketExecutor:
             worker=self.worker,
         )
 
+    async def _refused_sources(self, tickets: list[Ticket]) -> set[int]:
+        """Jobs whose uploaded picture the safety classifier flags (none when it is off)."""
+        checker = self._safety()
+        uploads = [t for t in tickets if t.check_source and t.request.init_image is not None]
+        if not uploads or checker is None or not checker.enabled:
+            return set()
+
+        def check() -> list[Any]:
+            pictures = [
+                Image.open(io.BytesIO(t.request.init_image)).convert("RGB") for t in uploads
+            ]
+            return checker.check(pictures)
+
+        verdicts = await asyncio.to_thread(check)
+        refused = {t.job_id for t, v in zip(uploads, verdicts, strict=True) if v.flagged}
+        for job_id in refused:
+            log.info("job %s: the uploaded picture was refused by the safety filter", job_id)
+        return refused
+
     async def _flagged(self, ticket: Ticket, images: list[Any]) -> list[int]:
         """1-based numbers of the images the safety classifier flags (none when it is off)."""
         checker = self._safety()
@@ -255,3 +283,8 @@ class TicketExecutor:
                 ticket.safety,
             )
         return flagged
+
+
+def _picture(data: bytes | None) -> Image.Image:
+    """An init image's PNG bytes as an RGB picture (for the safety classifier)."""
+    return Image.open(io.BytesIO(data or b"")).convert("RGB")

@@ -180,6 +180,17 @@ def size_for_aspect_ratio(ratio: str, base: int = 1024) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def aspect_ratio_of(width: int, height: int) -> str:
+    """The supported aspect ratio whose shape is closest to ``width`` x ``height``."""
+    shape = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        ratio_w, ratio_h = ASPECT_RATIOS[ratio]
+        return abs(math.log(ratio_w / ratio_h) - shape)
+
+    return min(ASPECT_RATIOS, key=distance)
+
+
 def make_request(
     prompt: str,
     *,

@@ -24,7 +24,7 @@ from engine.requests import GenerationRequest
 
 SCHEMA_VERSION = 1
 SafetyMode = Literal["off", "spoiler", "withhold"]
-FailReason = Literal["engine", "timeout", "version", "gave_up", "crash"]
+FailReason = Literal["engine", "timeout", "version", "gave_up", "crash", "refused"]
 DEFAULT_FILE_LIMIT = 10 * 2**20
 # Request fields added after schema version 1 shipped, with the values that mean "as before".
 _OPTIONAL_REQUEST_FIELDS = {"operation": "generate", "zoom": 1.0}
@@ -48,6 +48,8 @@ class Ticket:
 
     ``safety``: what to do with images the safety classifier flags (``off`` skips the check).
     ``file_limit``: most bytes per encoded file (the guild's upload limit).
+    ``check_source``: the safety classifier checks ``request.init_image`` first (an upload);
+    when it flags it, the job fails with reason ``refused`` and nothing is generated.
     """
 
     job_id: int
@@ -55,6 +57,7 @@ class Ticket:
     request: GenerationRequest
     safety: SafetyMode = "off"
     file_limit: int = DEFAULT_FILE_LIMIT
+    check_source: bool = False
 
     @property
     def batch_key(self) -> tuple:
@@ -164,6 +167,8 @@ def ticket_to_fields(ticket: Ticket) -> dict[bytes, bytes]:
     for name, default in _OPTIONAL_REQUEST_FIELDS.items():
         if meta["request"][name] == default:
             del meta["request"][name]
+    if not meta["check_source"]:
+        del meta["check_source"]
     fields = {b"v": str(SCHEMA_VERSION).encode(), b"type": b"ticket", b"meta": _json(meta)}
     if init is not None:
         fields[b"init"] = init

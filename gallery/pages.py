@@ -6,14 +6,13 @@ page loads nothing from elsewhere (no fonts, scripts or styles from other hosts)
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jinja2
 
-from engine import ASPECT_RATIOS
+from engine.requests import aspect_ratio_of
 from gallery.thumbnails import THUMBNAIL_SIZE
 from lifecycle.storage import GalleryEntry, Job
 
@@ -63,17 +62,6 @@ class Card:
     reproduces: bool  # the command makes these very pictures (not a variation or upscale)
     pictures: tuple[Picture, ...]
     hidden: int  # images of the set not shown (flagged by the safety filter)
-
-
-def aspect_ratio_of(width: int, height: int) -> str:
-    """The ``/imagine`` aspect ratio whose shape is closest to ``width`` x ``height``."""
-    shape = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        ratio_w, ratio_h = ASPECT_RATIOS[ratio]
-        return abs(math.log(ratio_w / ratio_h) - shape)
-
-    return min(ASPECT_RATIOS, key=distance)
 
 
 def imagine_command(job: Job, seed: int) -> str:
@@ -145,7 +133,7 @@ def card_for(entry: GalleryEntry, *, discord_url: str) -> Card:
         shared_on=time.strftime("%Y-%m-%d", time.gmtime(share.shared_at)),
         discord_url=discord_url,
         command=imagine_command(job, first_seed),
-        reproduces=job.kind in REPRODUCIBLE_KINDS,
+        reproduces=job.kind in REPRODUCIBLE_KINDS and not job.uploaded,
         pictures=pictures,
         hidden=hidden,
     )

@@ -49,9 +49,7 @@ class ThumbnailStore:
     def _path(self, job_id: int, index: int) -> Path:
         return self.root / str(int(job_id)) / f"{int(index)}.webp"
 
-    async def get(
-        self, job_id: int, index: int, source: Callable[[], Awaitable[bytes]]
-    ) -> bytes:
+    async def get(self, job_id: int, index: int, source: Callable[[], Awaitable[bytes]]) -> bytes:
         """The thumbnail of image ``index`` of ``job_id``, made from ``source()`` if missing.
 
         Concurrent requests for a missing thumbnail make it once.

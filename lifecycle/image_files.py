@@ -1,7 +1,8 @@
 """Each job's encoded result files on disk: atomic writes, loading, purging and retention.
 
 Layout: ``<root>/<job_id>/<i>-<file name>`` (i = 1-based image index), so the bytes and the
-attachment name are one file and one atomic rename. Sets written by older versions
+attachment name are one file and one atomic rename. Index 0 (``0-source.png``) is the picture
+an image prompt started from, kept with its set. Sets written by older versions
 (``<i>`` holding the bytes, ``<i>.name`` the attachment name) still load.
 """
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 STALE_AFTER_S = 3600.0
 TEMP_SUFFIX = ".tmp"
 TRASH_PREFIX = ".trash-"
+SOURCE_INDEX = 0
+"""The number of a job's uploaded picture in its set (results are 1, 2, ...)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _NEW_LAYOUT = re.compile(r"(\d+)-(.+)", re.ASCII)  # "<i>-<file name>"
 _OLD_LAYOUT = re.compile(r"(\d+)(\.name)?", re.ASCII)  # "<i>" bytes, "<i>.name" its name
@@ -101,6 +104,11 @@ class ImageFiles:
             raise ValueError("one index per blob")
         await asyncio.to_thread(self._save, job_id, list(zip(numbers, blobs, strict=True)))
 
+    async def save_source(self, job_id: int, data: bytes) -> None:
+        """Store the picture a job starts from (an upload) as its image 0; a later ``save`` of
+        the results keeps it."""
+        await asyncio.to_thread(self._save, job_id, [(SOURCE_INDEX, ("source.png", data))])
+
     async def load(self, job_id: int, indexes: Sequence[int]) -> list[tuple[str, bytes]]:
         """Read images of a set.
 
@@ -168,6 +176,7 @@ class ImageFiles:
                 for entry in os.listdir(folder)
                 if entry not in written
                 and (_NEW_LAYOUT.fullmatch(entry) or _OLD_LAYOUT.fullmatch(entry))
+                and not entry.startswith(f"{SOURCE_INDEX}-")  # the source stays with its set
             ]
             for entry in stale:
                 (folder / entry).unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from engine.requests import GenerationRequest, Operation
 from engine.tickets import Event, Failed, Finished, Progress, SafetyMode, Started, Ticket
 from lifecycle.backend import Backend
-from lifecycle.image_files import ImageFiles
+from lifecycle.image_files import SOURCE_INDEX, ImageFiles
 from lifecycle.metrics import JobMetrics
 from lifecycle.queue import JobQueue, QueuedJob, QueueFull, UserLimitReached
 from lifecycle.storage import Job, NewJob, Storage
@@ -192,14 +192,26 @@ class JobService:
         return self.backend.seconds_per_image
 
     # ----------------------------------------------------------------------------- accepting
-    async def accept(self, new: NewJob, *, per_user_limit: int | None = None) -> Job:
+    async def accept(
+        self, new: NewJob, *, per_user_limit: int | None = None, source: bytes | None = None
+    ) -> Job:
         """Store a new job and put it in the queue.
+
+        ``source``: the picture an image prompt starts from (``new.uploaded``), stored with
+        the job before it is queued, so a restart finds it.
 
         Raises:
             JobRejected: the queue or the user's share of it is full; nothing is queued.
         """
         self.check_capacity(new.kind, new.requester_id, per_user_limit, new.locale)
         job = await self.storage.create_job(new)
+        if source is not None:
+            try:
+                await self.files.save_source(job.id, source)
+            except Exception as exc:
+                log.exception("job %s: storing its uploaded picture failed", job.id)
+                await self.storage.mark_cancelled(job.id)
+                raise JobRejected(GENERIC_FAILURE) from exc
         self.live[job.id] = _Live(job)
         self.metrics.accepted(job.kind)
         if await self._from_stored_image(job):
@@ -245,7 +257,7 @@ class JobService:
     def _queued(self, job: Job) -> QueuedJob:
         # The source picture is read when the job is released; its key only needs to know
         # that there is one.
-        request = request_for(job, b"source" if job.derived else None)
+        request = request_for(job, b"source" if job.derived or job.uploaded else None)
         return QueuedJob(
             job_id=job.id,
             user_id=job.requester_id,
@@ -369,6 +381,7 @@ class JobService:
                 request=request_for(job, await self._init_image(job)),
                 safety=await self._safety_mode(job),
                 file_limit=self._file_limit(job.guild_id),
+                check_source=job.uploaded,
             )
         except JobRejected as exc:
             assert job is not None
@@ -380,7 +393,13 @@ class JobService:
         return None
 
     async def _safety_mode(self, job: Job) -> SafetyMode:
-        """What the image classifier's verdicts do to this job's images."""
+        """What the image classifier's verdicts do to this job's images.
+
+        Pictures that trace back to an upload never combine with adult content: whatever the
+        channel or the server's mode, a flagged one is withheld (ISSUE-NOTES, issue 13).
+        """
+        if job.from_upload:
+            return "withhold"
         if job.nsfw_channel:
             return "off"
         if job.guild_id is None:
@@ -388,10 +407,14 @@ class JobService:
         return (await self.storage.guild_settings(job.guild_id)).safety_mode
 
     async def _init_image(self, job: Job) -> bytes | None:
-        if not job.derived:
+        """The picture a job starts from: its parent's image, or its own upload."""
+        if not job.derived and not job.uploaded:
             return None
-        parent = await self.storage.get_job(job.parent_job_id)
         try:
+            if job.uploaded:
+                [(_, data)] = await self.files.load(job.id, [SOURCE_INDEX])
+                return data
+            parent = await self.storage.get_job(job.parent_job_id or 0)
             if parent is None:
                 raise FileNotFoundError(job.parent_job_id)
             [(_, data)] = await self.load_images(parent, [job.parent_index or 1])
@@ -504,6 +527,10 @@ class JobService:
         message = event.user_message
         if event.reason == "timeout":
             message = self._text("generation_timed_out", job.locale)
+        elif event.reason == "refused":
+            # The safety filter refused the uploaded picture: it is not kept.
+            message = self._text("upload_refused", job.locale)
+            await self.purge_images(job)
         await self._fail(job, message, event.reason)
 
     # ----------------------------------------------------------------------------- delivery
@@ -689,6 +716,15 @@ class JobService:
         if job.kind == "single" and job.parent_job_id is not None:
             return job.parent_job_id, job.parent_index or 1
         return job.id, None
+
+    async def load_source(self, job: Job) -> bytes:
+        """The picture ``job`` was uploaded with (for a re-roll or reply that reuses it).
+
+        Raises:
+            FileNotFoundError: (``ImagesPurged``) it is no longer stored.
+        """
+        [(_, data)] = await self.files.load(job.id, [SOURCE_INDEX])
+        return data
 
     async def load_images(self, job: Job, indexes: Sequence[int]) -> list[tuple[str, bytes]]:
         """The stored files of ``job``'s images ``indexes`` (1-based), as (name, bytes).

@@ -136,9 +136,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4 -> 5: the image tools. U1-U4 now upscale (kind 'upscale', twice the size); what 'upscale'
     # meant before (post image i of the set alone) is kind 'single'. Zoom Out stores how far.
+    # Image prompts: whether the job brought an uploaded picture (stored as its image 0), and
+    # whether its pictures trace back to one (then the non-NSFW rules apply everywhere).
     """
     UPDATE jobs SET kind = 'single' WHERE kind = 'upscale';
     ALTER TABLE jobs ADD COLUMN zoom REAL;
+    ALTER TABLE jobs ADD COLUMN uploaded INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN from_upload INTEGER NOT NULL DEFAULT 0;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -191,6 +195,8 @@ class NewJob:
     nsfw_channel: bool = False
     requester_name: str | None = None  # display name when asked (the gallery's "made by")
     zoom: float | None = None
+    uploaded: bool = False  # starts from a picture the requester uploaded (its image 0)
+    from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,8 @@ class Job:
     withheld: tuple[int, ...] = ()  # 1-based images the safety filter withheld (not stored)
     requester_name: str | None = None  # the requester's display name when they asked
     zoom: float | None = None  # Zoom Out: how much the picture shrank
+    uploaded: bool = False  # starts from a picture the requester uploaded (stored as image 0)
+    from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
 
     @property
     def derived(self) -> bool:
@@ -310,7 +318,7 @@ class GuildSettings:
 
 
 _JOB_JSON_COLUMNS = {"seeds", "images", "flagged", "withheld"}
-_JOB_BOOL_COLUMNS = {"raw", "nsfw_channel"}
+_JOB_BOOL_COLUMNS = {"raw", "nsfw_channel", "uploaded", "from_upload"}
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _SETTINGS_JSON_COLUMNS = ("allowed_channel_ids", "blocklist_add", "blocklist_remove")
 _SETTINGS_FIELDS = tuple(f.name for f in fields(GuildSettings) if f.name != "guild_id")
@@ -451,8 +459,8 @@ class Storage:
         now = self._clock()
         expires = now + INTERACTION_TOKEN_LIFETIME_S if new.interaction_token else None
         columns = {f.name: getattr(new, f.name) for f in fields(NewJob)}
-        columns["raw"] = int(new.raw)
-        columns["nsfw_channel"] = int(new.nsfw_channel)
+        for name in _JOB_BOOL_COLUMNS:
+            columns[name] = int(columns[name])
         columns.update(status="queued", created_at=now, token_expires_at=expires)
         names = ", ".join(columns)
         marks = ", ".join(f":{name}" for name in columns)

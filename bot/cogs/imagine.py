@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -10,12 +11,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.actions import Ask, handle_reply, start_from_interaction
+from bot.actions import Ask, handle_reply, reject, start_from_interaction
 from bot.errors import explain
 from bot.i18n import COMMAND_TEXT, t
 from bot.render import escape_user_text
 from bot.replies import is_blank
+from bot.uploads import check_attachment, read_upload
 from engine import ASPECT_RATIOS
+from engine.requests import MAX_STRENGTH, MIN_STRENGTH
+from engine.uploads import IMAGE_PROMPT_STRENGTH
+from lifecycle.service import JobRejected
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -38,6 +43,8 @@ class Imagine(commands.Cog):
         seed=COMMAND_TEXT["imagine.seed"],
         aspect_ratio=COMMAND_TEXT["imagine.aspect_ratio"],
         raw=COMMAND_TEXT["imagine.raw"],
+        image=COMMAND_TEXT["imagine.image"],
+        strength=COMMAND_TEXT["imagine.strength"],
     )
     @app_commands.choices(aspect_ratio=ASPECT_CHOICES)
     async def imagine(
@@ -48,6 +55,8 @@ class Imagine(commands.Cog):
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         aspect_ratio: app_commands.Choice[str] | None = None,
         raw: bool = False,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
     ) -> None:
         if is_blank(prompt):
             await interaction.response.send_message(
@@ -61,6 +70,30 @@ class Imagine(commands.Cog):
             aspect_ratio=aspect_ratio.value if aspect_ratio else "1:1",
             raw=raw,
         )
+        if image is not None:
+            try:
+                check_attachment(image)  # before anything is downloaded
+            except JobRejected as exc:
+                await reject(interaction, exc.user_message)
+                return
+            # Downloading and fitting the picture may take a moment: acknowledge first.
+            await interaction.response.defer(thinking=True)
+            try:
+                fitted = await read_upload(
+                    image,
+                    self.bot.settings.engine.resolution,
+                    aspect_ratio.value if aspect_ratio else None,
+                    str(interaction.locale),
+                )
+            except JobRejected as exc:
+                await reject(interaction, exc.user_message)
+                return
+            ask = dataclasses.replace(
+                ask,
+                upload=fitted.png,
+                size=(fitted.width, fitted.height),
+                strength=strength if strength is not None else IMAGE_PROMPT_STRENGTH,
+            )
         await start_from_interaction(self.bot, interaction, ask)
 
     @commands.Cog.listener()

@@ -187,6 +187,16 @@ def test_parse_reply_takes_any_text(text):
     if command.prompt is not None:
         assert not is_blank(command.prompt) and command.prompt == command.prompt.strip()
     assert command.seed is None or 0 <= command.seed < 2**32
+    assert command.strength is None or 0.1 <= command.strength <= 1.0
+    assert command.strength is None or command.bad_strength is None or "--strength" in text
+
+
+def test_reply_strength_is_a_decimal_from_a_tenth_to_one():
+    assert parse_reply("a fox --strength 0.4").strength == 0.4
+    assert parse_reply("--strength 1").strength == 1.0 and parse_reply("--strength .25").strength
+    for bad in ("2", "0.05", "abc", "1e-1", "nan", "-0.5"):
+        command = parse_reply(f"a fox --strength {bad}")
+        assert command.strength is None and command.bad_strength == bad, bad
 
 
 def test_a_prompt_with_nothing_printable_is_empty():

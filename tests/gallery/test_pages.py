@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import ASPECT_RATIOS, size_for_aspect_ratio
+from engine.requests import aspect_ratio_of
 from gallery.pages import (
     PER_PAGE,
     UNKNOWN_NAME,
-    aspect_ratio_of,
     card_for,
     imagine_command,
     page_count,
