@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from PIL import Image
 from pydantic import SecretStr
 
 from tests.bot.test_queue_e2e import attached, finished_job, job_of, result_messages
@@ -319,6 +321,17 @@ async def test_without_a_worker_the_status_says_so_and_the_job_runs_when_one_sta
         await asyncio.sleep(0.1)
     assert (await bot.storage.get_job(child.id)).status == "done"
     assert re.search(rf"worker w1: job {child.id} finished", workers.log("w1"))
+    # U1: an upscale's ticket (operation and all) is made in tiles on the worker.
+    click = await standin.click(world.alice, result, f"imagine:upscale:{job.id}:1")
+    await click.wait_ack(3)
+    upscaled = await standin.wait_for_message(
+        lambda m: m.interaction is click and len(m.attachments) == 1 and not m.ephemeral,
+        timeout=90,
+    )
+    picture = Image.open(io.BytesIO(upscaled.attachments[0].data))
+    assert picture.size == (job.width * 2, job.height * 2)
+    [upscale] = [j for j in await bot.storage.recent_jobs(world.alice.id) if j.kind == "upscale"]
+    assert re.search(rf"worker w1: job {upscale.id} finished", workers.log("w1"))
 
 
 async def test_cancel_of_a_released_ticket(bot_process, bot_settings, standin, world, workers):
