@@ -6,6 +6,9 @@
 #   bench/run_gpu.sh [ARGS]      on the device (no internet): install those wheels next to the
 #                                existing torch, print the machine, run the benchmark into $OUT
 #                                (ARGS go to gpu_bench.py, e.g. --variants default,compiled)
+#   BENCH=tools bench/run_gpu.sh  the same install, then bench/tools_bench.py instead: ms per
+#                                image tool beside /imagine, U at 2048x2048 with its peak memory
+#                                (~1 minute of device time)
 #
 # Time (device side): TOTAL_S (default 280) is what the whole script may take; the benchmark
 # gets BUDGET_S = min(240, what is left after the install - 40) and is killed at BUDGET_S + 35
@@ -112,8 +115,13 @@ BUDGET_S="${BUDGET_S:-$DEFAULT_BUDGET}"
 # A variant that overruns its estimate must not cost the whole call: the table rows measured
 # so far are already in table.md, gpu.json and gpu.md when the timeout strikes.
 set +e
-timeout -k 5 $((BUDGET_S + 35)) "$PY" bench/gpu_bench.py --device cuda --budget-s "$BUDGET_S" \
-    --out "$OUT/gpu.json" "$@" | tee "$OUT/table.md"
+if [[ "${BENCH:-gpu}" == "tools" ]]; then
+    timeout -k 5 $((BUDGET_S + 35)) "$PY" bench/tools_bench.py --device cuda \
+        --out "$OUT/tools.json" "$@" | tee "$OUT/tools.md"
+else
+    timeout -k 5 $((BUDGET_S + 35)) "$PY" bench/gpu_bench.py --device cuda --budget-s "$BUDGET_S" \
+        --out "$OUT/gpu.json" "$@" | tee "$OUT/table.md"
+fi
 rc=${PIPESTATUS[0]}
 set -e
 if ((rc == 124 || rc == 137)); then

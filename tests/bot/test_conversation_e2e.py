@@ -113,6 +113,9 @@ async def test_zoom_out_paints_four_pictures_around_the_image_at_its_size(
         standin, world.alice, result, f"imagine:upscale:{job.id}:1", count=1
     )
     upscale = await job_for_message(bot, single.id)
+    # The new buttons are persistent like the others: they work after a restart.
+    await bot_process.stop()
+    bot = await bot_process.start()
     _, zoomed = await click_for_images(standin, world.bob, single, f"imagine:zoom2:{upscale.id}:1")
     # Made at the size the picture was generated at (not the upscale's), four new seeds.
     sizes = {Image.open(io.BytesIO(a.data)).size for a in zoomed.attachments}
