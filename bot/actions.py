@@ -348,7 +348,7 @@ async def ask_again(bot: ImagineBot, job: Job, **changes: object) -> Ask:
         JobRejected: the picture is no longer stored.
     """
     ask = ask_from_job(job, **changes)
-    if not job.uploaded or ask.kind in ("remix",):
+    if not job.uploaded:
         return ask
     try:
         upload = await bot.jobs.load_source(job)

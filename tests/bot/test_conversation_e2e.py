@@ -133,6 +133,8 @@ async def test_zoom_out_paints_four_pictures_around_the_image_at_its_size(
     _, wider = await click_for_images(standin, world.bob, zoomed, f"imagine:subtle:{zoom.id}:3")
     subtle = await job_for_message(bot, wider.id)
     assert subtle.kind == "variation" and subtle.strength == 0.35 and subtle.parent_index == 3
+    _, closer = await click_for_images(standin, world.bob, single, f"imagine:zoom15:{upscale.id}:1")
+    assert (await job_for_message(bot, closer.id)).zoom == 1.5
     # 🔄 on a zoom zooms the same picture again, with new seeds.
     _, rerolled = await click_for_images(standin, world.bob, zoomed, f"imagine:reroll:{zoom.id}")
     again = await job_for_message(bot, rerolled.id)
@@ -160,6 +162,16 @@ async def test_variations_stay_near_the_image_with_new_seeds(bot_process, standi
         strengths[action] = child.strength
         assert ("Vary (Strong)" if action == "vary" else "Vary (Subtle)") in varied.content
     assert strengths == {"vary": 0.7, "subtle": 0.35}
+    # What /info says reproduces it: a --seed reply runs the same variation of the same image.
+    info = await standin.slash_command(world.alice, world.general, "info", {"job": child.id})
+    assert f"`--seed {seeds[0]}`" in (await info.wait_response(5)).content
+    reply = await standin.user_message(
+        world.alice, world.general, f"--seed {seeds[0]}", reply_to=varied
+    )
+    again = await standin.wait_for_message(
+        lambda m: m.reply_to_id == reply.id and len(m.attachments) == 4, timeout=60
+    )
+    assert [a.data for a in again.attachments] == [a.data for a in varied.attachments]
 
 
 async def test_delete_is_for_the_requester_or_moderators(bot_process, standin, world):
