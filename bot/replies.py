@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.requests import MAX_STRENGTH, MIN_STRENGTH
+
 REROLL_WORDS = {"", "🔄", "again", "reroll", "re-roll", "more", "再来", "再來", "重来", "重來"}
 _MENTION = re.compile(r"^\s*<@!?(\d+)>\s*")
 _FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw|strength)\b=?")
-MIN_STRENGTH, MAX_STRENGTH = 0.1, 1.0
 
 
 @dataclass(frozen=True)

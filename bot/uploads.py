@@ -28,18 +28,6 @@ def first_picture(message: discord.Message) -> discord.Attachment | None:
     return message.attachments[0] if message.attachments else None
 
 
-def check_attachment(attachment: discord.Attachment) -> None:
-    """Refuse from the metadata alone (too large, not a picture): nothing is downloaded.
-
-    Raises:
-        JobRejected: with what to change.
-    """
-    try:
-        check_declared(attachment.size, attachment.content_type)
-    except InvalidRequest as exc:
-        raise JobRejected(exc.user_message) from exc
-
-
 async def read_upload(
     attachment: discord.Attachment,
     resolution: int,
@@ -51,7 +39,11 @@ async def read_upload(
     Raises:
         JobRejected: too large, not a picture, damaged, or it could not be downloaded.
     """
-    check_attachment(attachment)
+    try:
+        # What Discord says of the file first: a refused one is never downloaded.
+        check_declared(attachment.size, attachment.content_type)
+    except InvalidRequest as exc:
+        raise JobRejected(exc.user_message) from exc
     try:
         data = await attachment.read()
     except (discord.HTTPException, discord.NotFound) as exc:

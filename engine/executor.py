@@ -283,8 +283,3 @@ class TicketExecutor:
                 ticket.safety,
             )
         return flagged
-
-
-def _picture(data: bytes | None) -> Image.Image:
-    """An init image's PNG bytes as an RGB picture (for the safety classifier)."""
-    return Image.open(io.BytesIO(data or b"")).convert("RGB")

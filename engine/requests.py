@@ -50,8 +50,6 @@ UPSCALE_FACTOR = 2
 UPSCALE_STRENGTH = 0.3
 """How far the upscale's image-to-image pass may move from the enlarged picture: enough to draw
 new fine detail, too little to change what is there."""
-ZOOM_FACTORS = (1.5, 2.0)
-"""Zoom Out choices: the picture shrinks by this factor and the border around it is painted."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ class GenerationRequest:
     strength: float = 0.6
     notes: tuple[str, ...] = field(default=(), compare=False)
     operation: Operation = "generate"
-    zoom: float = 1.0  # ``zoom`` only: how much the picture shrinks (one of ZOOM_FACTORS)
+    zoom: float = 1.0  # ``zoom`` only: how much the picture shrinks (> 1)
 
     @property
     def seeds(self) -> tuple[int, ...]:

@@ -220,9 +220,12 @@ class JobService:
         try:
             await self.queue.submit(self._queued(job), per_user_limit=per_user_limit)
         except (QueueFull, UserLimitReached) as exc:
-            # Lost a race with another submit between the check and here: refuse this one.
+            # Lost a race with another submit between the check and here: refuse this one
+            # (and keep no uploaded picture for it).
             await self.storage.mark_cancelled(job.id)
             self.live.pop(job.id, None)
+            if source is not None:
+                await self.purge_images(job)
             limit = per_user_limit or self._per_user_limit
             key = "queue_full" if isinstance(exc, QueueFull) else "user_limit"
             raise JobRejected(self._text(key, new.locale, limit=limit)) from exc

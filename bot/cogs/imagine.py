@@ -16,7 +16,7 @@ from bot.errors import explain
 from bot.i18n import COMMAND_TEXT, t
 from bot.render import escape_user_text
 from bot.replies import is_blank
-from bot.uploads import check_attachment, read_upload
+from bot.uploads import read_upload
 from engine import ASPECT_RATIOS
 from engine.requests import MAX_STRENGTH, MIN_STRENGTH
 from engine.uploads import IMAGE_PROMPT_STRENGTH
@@ -71,11 +71,6 @@ class Imagine(commands.Cog):
             raw=raw,
         )
         if image is not None:
-            try:
-                check_attachment(image)  # before anything is downloaded
-            except JobRejected as exc:
-                await reject(interaction, exc.user_message)
-                return
             # Downloading and fitting the picture may take a moment: acknowledge first.
             await interaction.response.defer(thinking=True)
             try:
