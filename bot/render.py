@@ -12,6 +12,8 @@ import discord
 
 from bot.buttons import JobButton
 from bot.i18n import t
+from engine.errors import InvalidRequest
+from engine.prompt_syntax import encoded_prompt
 from engine.requests import UPSCALE_FACTOR, VARY_STRONG, VARY_SUBTLE
 from gallery.pages import imagine_command
 from lifecycle.storage import Job
@@ -111,6 +113,15 @@ def result_text(
     return text[:MESSAGE_LIMIT]
 
 
+def _encoded(prompt: str) -> str | None:
+    """What the text encoders read for ``prompt`` when its weighting syntax changes it (compel's
+    syntax), else None. A prompt stored by an older release may no longer parse: then None."""
+    try:
+        return encoded_prompt(prompt) if prompt else None
+    except InvalidRequest:
+        return None
+
+
 def info_text(job: Job) -> str:
     """Every parameter needed to reproduce ``job``, as a copyable block."""
     seeds = tuple(job.seeds or ())
@@ -121,8 +132,14 @@ def info_text(job: Job) -> str:
     ]
     if job.interpreted_prompt and job.interpreted_prompt != job.prompt:
         lines.append(f"interpreted as:  {_in_code(job.interpreted_prompt)}")
+    encoded = _encoded(job.model_prompt)
+    if encoded:
+        lines.append(f"encoded as:      {_in_code(encoded)}")
+    lines.append(f"negative prompt: {_in_code(job.negative_prompt or '') or '-'}")
+    encoded = _encoded(job.negative_prompt or "")
+    if encoded:
+        lines.append(f"negative as:     {_in_code(encoded)}")
     lines += [
-        f"negative prompt: {_in_code(job.negative_prompt or '') or '-'}",
         f"seeds:           {', '.join(str(s) for s in seeds) or '-'}",
         f"size:            {job.width}x{job.height}",
         f"steps:           {job.steps}",

@@ -44,6 +44,7 @@ from engine.errors import (
     OutOfGPUMemory,
 )
 from engine.hub import describe, load_pretrained
+from engine.prompt_encoding import MAX_CHUNKS, Conditioning, PromptEncoder
 from engine.requests import (
     SEED_LIMIT,
     GeneratedImage,
@@ -76,8 +77,7 @@ class _Job:
     """A slice of one request's images (all of them unless an OOM retry split it)."""
 
     index: int  # position of the request in the batch
-    prompt: str  # cut to what the text encoders take
-    negative_prompt: str
+    conditioning: Conditioning  # the request's prompt, encoded once for all its images
     seeds: tuple[int, ...]
     init_image: Image.Image | None
     mask: Image.Image | None = None  # zoom: white where the border is painted
@@ -243,6 +243,7 @@ class Engine:
         # With CPU offload (IMAGINE_LOW_MEMORY) the weights sit on the CPU between calls.
         self.device = pipe._execution_device
         self.dtype = pipe.unet.dtype
+        self.prompts = PromptEncoder(pipe, self.device)
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
         self._tiled: StableDiffusionXLImg2ImgPipeline | None = None
         self._inpaint: StableDiffusionXLInpaintPipeline | None = None
@@ -457,20 +458,22 @@ class Engine:
             return []
         if len({r.batch_key for r in requests}) != 1:
             raise ValueError("generate_batch() needs requests that share one batch_key")
-        notes: list[list[str]] = []
-        jobs: list[_Job] = []
-        for index, request in enumerate(requests):
-            request_notes = list(request.notes)
-            prompt = self._fit_prompt(request.prompt, "Prompt", request_notes)
-            negative = self._fit_prompt(request.negative_prompt, "Negative prompt", request_notes)
-            init_image, mask = self._read_source(request)
-            notes.append(request_notes)
-            jobs.append(_Job(index, prompt, negative, request.seeds, init_image, mask))
-
         first = requests[0]
         started = time.perf_counter()
+        notes: list[list[str]] = []
+        jobs: list[_Job] = []
         try:
-            images = self._generate_with_retry(first, jobs, progress, preview_every)
+            for index, request in enumerate(requests):
+                request_notes = list(request.notes)
+                prompt = self._fit_prompt(request.prompt, "Prompt", request_notes)
+                negative = self._fit_prompt(
+                    request.negative_prompt, "Negative prompt", request_notes
+                )
+                conditioning = self.prompts.encode(prompt, negative, guidance=self._cfg(first))
+                init_image, mask = self._read_source(request)
+                notes.append(request_notes)
+                jobs.append(_Job(index, conditioning, request.seeds, init_image, mask))
+            images = self._generate_by_length(first, jobs, progress, preview_every)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         except EngineError:
@@ -505,11 +508,16 @@ class Engine:
         )
         return results
 
+    def _cfg(self, spec: GenerationRequest) -> bool:
+        """Whether classifier-free guidance runs (LCM's guidance-embedding UNets never do)."""
+        return spec.guidance > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
+
     def _fit_prompt(self, text: str, label: str, notes: list[str]) -> str:
-        """Cut ``text`` to what the CLIP tokenizers take and note what was dropped."""
+        """Cut ``text`` to the longest prompt encoded (``MAX_CHUNKS`` windows) and note what
+        was dropped."""
         if not text:
             return text
-        limit = self.max_tokens - 2  # BOS and EOS
+        limit = MAX_CHUNKS * (self.max_tokens - 2)  # BOS and EOS in every window
         kept = text
         for tokenizer in (self.pipe.tokenizer, self.pipe.tokenizer_2):
             if tokenizer is None:
@@ -520,8 +528,8 @@ class Engine:
         dropped = text[len(kept) :].strip()
         if len(dropped) > _DROPPED_PREVIEW_CHARS:
             dropped = dropped[: _DROPPED_PREVIEW_CHARS - 1].rstrip() + "…"
-        notes.append(f"{label} was cut to {self.max_tokens} tokens; dropped: '{dropped}'")
-        log.info("%s cut to %d tokens", label.lower(), self.max_tokens)
+        notes.append(f"{label} was cut to {limit} tokens; dropped: '{dropped}'")
+        log.info("%s cut to %d tokens", label.lower(), limit)
         return kept.rstrip()
 
     @staticmethod
@@ -542,6 +550,33 @@ class Engine:
             # An upscale starts here: Lanczos to twice the size, then the tiled pass.
             image = image.resize(size, Image.Resampling.LANCZOS)
         return image, None
+
+    def _generate_by_length(
+        self,
+        spec: GenerationRequest,
+        jobs: list[_Job],
+        progress: ProgressCallback | None,
+        preview_every: float,
+    ) -> list[list[np.ndarray]]:
+        """One pipeline call per prompt length (in 77-token chunks), in order of first use.
+
+        Padding a one-chunk prompt to two would change its pixels: a request gives the same
+        images batched with longer prompts as alone."""
+        groups: dict[int, list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.conditioning.chunks, []).append(job)
+        if len(groups) == 1:
+            return self._generate_with_retry(spec, jobs, progress, preview_every)
+        log.info("batch split by prompt length: %s chunk(s)", ", ".join(map(str, groups)))
+        parts = [
+            (group, self._generate_with_retry(spec, group, progress, preview_every))
+            for group in groups.values()
+        ]
+        by_request: dict[int, list[np.ndarray]] = {}
+        for group, images in parts:
+            for job, pictures in zip(group, images, strict=True):
+                by_request[job.index] = pictures
+        return [by_request[job.index] for job in jobs]
 
     def _generate_with_retry(
         self,
@@ -638,22 +673,20 @@ class Engine:
         """
         pipe = self.pipe
         guidance = spec.guidance
-        use_cfg = guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
-        embeds: list[tuple[torch.Tensor, ...]] = []
-        for job in jobs:
-            # Encode each prompt once; encode_prompt repeats it for each of the job's images.
-            embeds.append(
-                pipe.encode_prompt(
-                    job.prompt,
-                    device=self.device,
-                    num_images_per_prompt=len(job.seeds),
-                    do_classifier_free_guidance=use_cfg,
-                    negative_prompt=job.negative_prompt or None,
-                )
+        use_cfg = self._cfg(spec)
+
+        def per_image(name: str) -> torch.Tensor:
+            # Each request's prompt was encoded once; every one of its images gets a copy.
+            return torch.cat(
+                [
+                    getattr(job.conditioning, name).repeat_interleave(len(job.seeds), dim=0)
+                    for job in jobs
+                ]
             )
+
         kwargs: dict = {
-            "prompt_embeds": torch.cat([e[0] for e in embeds]),
-            "pooled_prompt_embeds": torch.cat([e[2] for e in embeds]),
+            "prompt_embeds": per_image("embeds"),
+            "pooled_prompt_embeds": per_image("pooled"),
             "guidance_scale": guidance,
             "output_type": "latent",
             "generator": [
@@ -663,8 +696,8 @@ class Engine:
             ],
         }
         if use_cfg:
-            kwargs["negative_prompt_embeds"] = torch.cat([e[1] for e in embeds])
-            kwargs["negative_pooled_prompt_embeds"] = torch.cat([e[3] for e in embeds])
+            kwargs["negative_prompt_embeds"] = per_image("negative")
+            kwargs["negative_pooled_prompt_embeds"] = per_image("negative_pooled")
 
         total_steps = spec.steps
         if spec.operation == "zoom":
@@ -698,7 +731,12 @@ class Engine:
                 progress, total_steps, preview_every
             )
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
-        with _vae_tiling(self.pipe.vae, self.decoder, on=spec.operation == "upscale"):
+        # Prompts past one window are not in the compile warm-up: they run eagerly.
+        eager = self._compiled and jobs[0].conditioning.chunks != 1
+        with (
+            _eager(eager),
+            _vae_tiling(self.pipe.vae, self.decoder, on=spec.operation == "upscale"),
+        ):
             # An upscaled picture has four times the pixels of a generated one: the VAE encodes
             # and decodes it in blended tiles, so it needs no more memory than a batch of four.
             latents = runner(**kwargs).images
@@ -760,6 +798,20 @@ def zoom_canvas(
     if keep[2] > keep[0] and keep[3] > keep[1]:
         mask.paste(0, keep)
     return canvas, mask
+
+
+@contextlib.contextmanager
+def _eager(on: bool) -> Iterator[None]:
+    """Under ``IMAGINE_COMPILE``, run a block eagerly (when ``on``) instead of compiling it.
+
+    For batches whose shapes the warm-up does not cover (prompts past one 77-token window):
+    a recompilation would hold every queued user for tens of seconds, while one eager batch
+    costs only the difference between eager and compiled speed (BENCHMARKS.md)."""
+    if not on:
+        yield
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from engine.errors import InvalidRequest
+from engine.prompt_syntax import to_compel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +32,7 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 }
 """Supported aspect ratios, ``"w:h"`` -> (w, h)."""
 
-MAX_PROMPT_CHARS = 6000  # Discord's slash option limit; the engine cuts to 77 tokens later
+MAX_PROMPT_CHARS = 6000  # Discord's slash option limit; the engine cuts at MAX_CHUNKS windows
 MIN_STRENGTH = 0.1
 MAX_STRENGTH = 1.0
 
@@ -221,6 +222,11 @@ def make_request(
         raise InvalidRequest("The prompt is empty. Describe the image you want.")
     if len(prompt) > MAX_PROMPT_CHARS or len(negative_prompt) > MAX_PROMPT_CHARS:
         raise InvalidRequest(f"The prompt is too long (over {MAX_PROMPT_CHARS} characters).")
+    # Weighting syntax is read here too, so that an absurd weight is refused before queueing
+    # rather than failing on the GPU side.
+    to_compel(prompt)
+    if negative_prompt:
+        to_compel(negative_prompt)
     if seed is None:
         seed = secrets.randbelow(SEED_LIMIT)
     elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:

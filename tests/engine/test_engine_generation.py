@@ -127,16 +127,16 @@ def test_lora_from_a_folder(tiny_engine_settings: EngineSettings, tmp_path, tiny
     assert engine.pipe.unet is not None
 
 
-def test_long_prompt_is_cut_with_a_note(
+def test_a_prompt_past_the_longest_encoded_is_cut_with_a_note(
     tiny_engine: Engine, tiny_engine_settings: EngineSettings
 ) -> None:
-    # Each word is one token in the tiny vocab: 80 words do not fit in 75 (+ BOS/EOS).
-    base = " ".join(["red cat"] * 40)
+    # Each word is one token in the tiny vocab: 460 words do not fit in 6 windows of 75.
+    base = " ".join(["red cat"] * 230)
     first = make_request(base + " blue hat", settings=tiny_engine_settings, seed=3, count=1)
     second = dataclasses.replace(first, prompt=base + " green dog")
     a, b = tiny_engine.generate(first), tiny_engine.generate(second)
     assert len(a.notes) == 1
-    assert a.notes[0].startswith("Prompt was cut to 77 tokens; dropped: '")
+    assert a.notes[0].startswith("Prompt was cut to 450 tokens; dropped: '")
     assert "blue hat" in a.notes[0]
     # Only the dropped tail differs, so the images are the same.
     assert same(a.images[0].image, b.images[0].image)

@@ -96,6 +96,15 @@ def test_mixed_prompt_keeps_english_parts_verbatim(translator: Translator) -> No
     assert result.translated
 
 
+def test_weight_syntax_survives_translation(translator: Translator) -> None:
+    # Only the words are translated: A1111 weights, compel's ++ and multi-prompt weights stay,
+    # full-width brackets and colons included (a Chinese keyboard types those).
+    recorder = RecordingTranslator(translator)
+    result = translator.interpret("（红狐狸：1.3），[模糊]，猫++, 雪:: 森林::0.5")
+    assert recorder.calls == [["红狐狸", "模糊", "猫", "雪", "森林"]]
+    assert result.text == "(EN0:1.3), [EN1], EN2++, EN3:: EN4::0.5"
+
+
 def test_full_width_punctuation_and_letters_become_ascii(translator: Translator) -> None:
     recorder = RecordingTranslator(translator)
     result = translator.interpret("猫，ＳＤＸＬ、狗。")
