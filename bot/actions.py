@@ -74,11 +74,12 @@ class Ask:
     zoom: float | None = None  # Zoom Out: how much the picture shrinks
     upload: bytes | None = None  # an image prompt's picture, fitted to ``size`` (PNG)
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
+    tile: bool = False  # seamless texture (circular padding)
 
 
-# Most characters of a prompt that go to the translator: SDXL's text encoders read 77 tokens
-# (~60 English words, which ~150 Chinese characters already fill), and a 6000-character prompt
-# would hold the one translator for every user for many seconds.
+# Most characters of a prompt that go to the translator: ~500 Chinese characters already fill
+# the longest prompt the engine encodes (MAX_CHUNKS windows of 75 tokens), and a 6000-character
+# prompt would hold the one translator for every user for many seconds.
 MAX_TRANSLATED_CHARS = 500
 
 
@@ -222,6 +223,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
             aspect_ratio=ask.aspect_ratio,
             count=ask.count,
             strength=ask.strength if ask.strength is not None else VARY_STRONG,
+            tile=ask.tile,
         )
     except InvalidRequest as exc:
         raise JobRejected(exc.user_message) from exc
@@ -255,6 +257,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         requester_name=origin.requester_name,
         uploaded=ask.upload is not None,
         from_upload=from_upload,
+        tile=request.tile,
     )
     job = await bot.jobs.accept(new, per_user_limit=per_user_limit, source=ask.upload)
     bot.jobs.set_notes(job.id, [*notes, *request.notes])
@@ -336,6 +339,9 @@ def ask_from_job(job: Job, **changes: object) -> Ask:
         strength=job.strength if again else None,
         zoom=job.zoom if again else None,
         from_upload=job.from_upload and again,
+        # A seamless texture's re-rolls and variations tile too; an upscale or a zoom of one
+        # is a picture, not a tile (its blended tiles or new border would not wrap).
+        tile=job.tile and kind not in ("upscale", "zoom"),
     )
     return dataclasses.replace(ask, **changes)  # type: ignore[arg-type]
 
@@ -713,6 +719,8 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
         changes.update(aspect_ratio=command.aspect_ratio, size=None)
     if command.strength is not None and (job.uploaded or picture is not None):
         changes["strength"] = command.strength
+    if command.tile and job.kind not in ("upscale", "zoom"):
+        changes["tile"] = True
     locale = str(message.guild.preferred_locale) if message.guild else None
     try:
         if picture is not None:

@@ -36,6 +36,7 @@ COMMAND_TEXT: dict[str, str] = {
     "imagine.raw": "Use the prompt exactly as typed, without translation",
     "imagine.image": "A picture to start from (PNG, JPEG or WebP)",
     "imagine.strength": "How far to move away from the picture: 0.1 close to 1.0 free (0.6)",
+    "imagine.tile": "Make seamless textures: the images tile when laid side by side",
     "imagine-settings": "Imagine settings for this server (needs Manage Server)",
     "history": "Your recent images",
     "info": "Full parameters of a job, to reproduce it",
@@ -52,6 +53,7 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     "seed": {SIMPLIFIED: "种子", TRADITIONAL: "種子"},
     "aspect_ratio": {SIMPLIFIED: "宽高比", TRADITIONAL: "寬高比"},
     "raw": {SIMPLIFIED: "原文", TRADITIONAL: "原文"},
+    "tile": {SIMPLIFIED: "平铺", TRADITIONAL: "平鋪"},
     "imagine-settings": {SIMPLIFIED: "画图设置", TRADITIONAL: "畫圖設定"},
     "history": {SIMPLIFIED: "历史记录", TRADITIONAL: "歷史紀錄"},
     "info": {SIMPLIFIED: "信息", TRADITIONAL: "資訊"},
@@ -88,6 +90,10 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     COMMAND_TEXT["imagine.strength"]: {
         SIMPLIFIED: "偏离图片的程度：0.1 贴近原图，1.0 自由发挥（默认 0.6）",
         TRADITIONAL: "偏離圖片的程度：0.1 貼近原圖，1.0 自由發揮（預設 0.6）",
+    },
+    COMMAND_TEXT["imagine.tile"]: {
+        SIMPLIFIED: "生成无缝贴图：图片左右上下拼接不留接缝",
+        TRADITIONAL: "生成無縫貼圖：圖片左右上下拼接不留接縫",
     },
     COMMAND_TEXT["imagine-settings"]: {
         SIMPLIFIED: "本服务器的画图设置（需要“管理服务器”权限）",

@@ -95,7 +95,7 @@ def result_text(
     label = "Seed" if len(seeds) == 1 else "Seeds"
     parts = [
         f"{label} {' · '.join(str(s) for s in seeds)}",
-        f"{job.width}×{job.height}",
+        f"{job.width}×{job.height}" + (" tile" if job.tile else ""),
         f"{job.steps} steps",
         f"guidance {job.guidance:g}",
     ]
@@ -150,6 +150,8 @@ def info_text(job: Job) -> str:
         lines.append(f"made as:         {source}")
     if (job.derived or job.uploaded) and job.strength is not None:
         lines.append(f"strength:        {job.strength:g}")
+    if job.tile:
+        lines.append("tile:            yes (seamless texture)")
     lines.append("```")
     if seeds and (job.derived or job.uploaded):
         # The picture it started from is part of the recipe: a reply to the result runs the

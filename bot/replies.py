@@ -9,7 +9,7 @@ from engine.requests import MAX_STRENGTH, MIN_STRENGTH
 
 REROLL_WORDS = {"", "🔄", "again", "reroll", "re-roll", "more", "再来", "再來", "重来", "重來"}
 _MENTION = re.compile(r"^\s*<@!?(\d+)>\s*")
-_FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw|strength)\b=?")
+_FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw|strength|tile)\b=?")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class ReplyCommand:
     bad_seed: str | None = None
     strength: float | None = None  # with a picture attached: how far from it (0.1-1.0)
     bad_strength: str | None = None
+    tile: bool = False  # seamless texture
 
 
 def is_blank(text: str) -> bool:
@@ -43,7 +44,8 @@ def strip_bot_mention(content: str, bot_id: int) -> str:
 def parse_reply(content: str) -> ReplyCommand:
     """Parse ``a red fox --seed 42 --ar 16:9 --raw --no blurry, text`` style replies.
 
-    ``--seed``, ``--ar``, ``--strength`` take one word; ``--raw`` takes none; ``--no`` takes
+    ``--seed``, ``--ar``, ``--strength`` take one word; ``--raw`` and ``--tile`` take none;
+    ``--no`` takes
     everything up to the next flag. What is left is the new prompt. An empty remainder (or a
     re-roll word such as ``again`` or ``🔄``) keeps the replied job's prompt.
     """
@@ -56,13 +58,15 @@ def parse_reply(content: str) -> ReplyCommand:
     strength: float | None = None
     bad_strength: str | None = None
     raw = False
+    tile = False
     for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
         value, _, rest = body.strip().partition(" ")
         if name == "no":
             negative = body.strip()
             continue
-        if name == "raw":
-            raw = True
+        if name in ("raw", "tile"):
+            raw = raw or name == "raw"
+            tile = tile or name == "tile"
             prompt_parts.append(body)
             continue
         if name == "seed":
@@ -88,6 +92,7 @@ def parse_reply(content: str) -> ReplyCommand:
         bad_seed=bad_seed,
         strength=strength,
         bad_strength=bad_strength,
+        tile=tile,
     )
 
 

@@ -52,6 +52,7 @@ from engine.requests import (
     GenerationResult,
     StepProgress,
 )
+from engine.seamless import circular_padding
 from engine.settings import EngineSettings
 from engine.tiling import TiledUNet
 
@@ -731,16 +732,22 @@ class Engine:
                 progress, total_steps, preview_every
             )
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
-        # Prompts past one window are not in the compile warm-up: they run eagerly.
-        eager = self._compiled and jobs[0].conditioning.chunks != 1
+        # Shapes and padding the compile warm-up does not cover run eagerly (no recompile).
+        eager = self._compiled and (jobs[0].conditioning.chunks != 1 or spec.tile)
         with (
             _eager(eager),
+            circular_padding(*self._networks(), on=spec.tile),
             _vae_tiling(self.pipe.vae, self.decoder, on=spec.operation == "upscale"),
         ):
             # An upscaled picture has four times the pixels of a generated one: the VAE encodes
             # and decodes it in blended tiles, so it needs no more memory than a batch of four.
             latents = runner(**kwargs).images
             return list(decode_latents(self.decoder, latents))
+
+    def _networks(self) -> list[torch.nn.Module]:
+        """Every network that draws: tile mode pads them all circularly (previews included)."""
+        found = [self.pipe.unet, self.pipe.vae, self.decoder, self.preview_vae]
+        return [network for network in found if network is not None]
 
     def _progress_callback(self, progress: ProgressCallback, total: int, preview_every: float):
         last_preview = -math.inf

@@ -70,6 +70,7 @@ class GenerationRequest:
     notes: tuple[str, ...] = field(default=(), compare=False)
     operation: Operation = "generate"
     zoom: float = 1.0  # ``zoom`` only: how much the picture shrinks (> 1)
+    tile: bool = False  # seamless texture: circular padding in the UNet and the VAE
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -89,6 +90,7 @@ class GenerationRequest:
             self.strength if img2img else None,
             self.operation,
             self.zoom,
+            self.tile,  # padding is set per UNet call, so a batch is all tiles or none
         )
 
     @property
@@ -200,6 +202,7 @@ def make_request(
     init_image: bytes | None = None,
     strength: float = 0.6,
     count: int | None = None,
+    tile: bool = False,
 ) -> GenerationRequest:
     """Turn user input into a validated request.
 
@@ -212,6 +215,7 @@ def make_request(
         init_image: PNG bytes for image-to-image (variations).
         strength: how far img2img may move away from ``init_image`` (0.1..1).
         count: images to make; ``settings.images_per_request`` when None.
+        tile: make seamless textures (the images tile when laid side by side).
 
     Raises:
         InvalidRequest: with a user-readable ``user_message``.
@@ -265,4 +269,5 @@ def make_request(
         init_image=init_image,
         strength=float(strength),
         notes=tuple(notes),
+        tile=bool(tile),
     )

@@ -75,6 +75,8 @@ def imagine_command(job: Job, seed: int) -> str:
         parts.append(f"aspect_ratio:{ratio}")
     if job.raw:
         parts.append("raw:True")
+    if job.tile:
+        parts.append("tile:True")
     return " ".join(parts)
 
 

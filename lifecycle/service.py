@@ -106,6 +106,7 @@ def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
         strength=job.strength if job.strength is not None else DEFAULT_STRENGTH,
         operation=_OPERATIONS.get(job.kind, "generate"),
         zoom=job.zoom or 1.0,
+        tile=job.tile,
     )
 
 

@@ -144,6 +144,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN uploaded INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN from_upload INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5 -> 6: prompt craft. Tile mode (seamless textures) is part of a job's recipe.
+    """
+    ALTER TABLE jobs ADD COLUMN tile INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -197,6 +201,7 @@ class NewJob:
     zoom: float | None = None
     uploaded: bool = False  # starts from a picture the requester uploaded (its image 0)
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
+    tile: bool = False  # seamless texture (circular padding)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ class Job:
     zoom: float | None = None  # Zoom Out: how much the picture shrank
     uploaded: bool = False  # starts from a picture the requester uploaded (stored as image 0)
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
+    tile: bool = False  # seamless texture (circular padding)
 
     @property
     def derived(self) -> bool:
@@ -318,7 +324,7 @@ class GuildSettings:
 
 
 _JOB_JSON_COLUMNS = {"seeds", "images", "flagged", "withheld"}
-_JOB_BOOL_COLUMNS = {"raw", "nsfw_channel", "uploaded", "from_upload"}
+_JOB_BOOL_COLUMNS = {"raw", "nsfw_channel", "uploaded", "from_upload", "tile"}
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _SETTINGS_JSON_COLUMNS = ("allowed_channel_ids", "blocklist_add", "blocklist_remove")
 _SETTINGS_FIELDS = tuple(f.name for f in fields(GuildSettings) if f.name != "guild_id")

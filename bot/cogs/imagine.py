@@ -45,6 +45,7 @@ class Imagine(commands.Cog):
         raw=COMMAND_TEXT["imagine.raw"],
         image=COMMAND_TEXT["imagine.image"],
         strength=COMMAND_TEXT["imagine.strength"],
+        tile=COMMAND_TEXT["imagine.tile"],
     )
     @app_commands.choices(aspect_ratio=ASPECT_CHOICES)
     async def imagine(
@@ -57,6 +58,7 @@ class Imagine(commands.Cog):
         raw: bool = False,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
+        tile: bool = False,
     ) -> None:
         if is_blank(prompt):
             await interaction.response.send_message(
@@ -69,6 +71,7 @@ class Imagine(commands.Cog):
             seed=seed,
             aspect_ratio=aspect_ratio.value if aspect_ratio else "1:1",
             raw=raw,
+            tile=tile,
         )
         if image is not None:
             # Downloading and fitting the picture may take a moment: acknowledge first.

@@ -179,6 +179,30 @@ def test_info_texts_reproduce_line_is_the_whole_imagine_command():
     )
 
 
+def test_info_text_shows_the_prompt_as_typed_and_as_encoded():
+    weighted = render.info_text(facts(prompt="a (red:1.3) fox", negative_prompt="[blurry]"))
+    assert "prompt:          a (red:1.3) fox" in weighted
+    assert "encoded as:      a (red)1.3 fox" in weighted
+    assert "negative as:     (blurry)0.9091" in weighted
+    plain = render.info_text(facts(prompt="a red fox"))
+    assert "encoded as" not in plain and "negative as" not in plain
+    # Translated prompts are encoded from the translation, their syntax kept.
+    translated = render.info_text(
+        facts(prompt="（红狐狸：1.2）", interpreted_prompt="(red fox:1.2)")
+    )
+    assert "encoded as:      (red fox)1.2" in translated
+
+
+def test_tile_mode_is_part_of_the_recipe():
+    job = facts(tile=True)
+    assert "tile:True" in render.info_text(job)
+    assert "tile:            yes" in render.info_text(job)
+    assert "tile" not in render.info_text(facts())
+    command = parse_reply("a brick wall --tile --seed 3")
+    assert command.tile and command.prompt == "a brick wall" and command.seed == 3
+    assert not parse_reply("a tiled floor").tile
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_parse_reply_takes_any_text(text):

@@ -77,7 +77,7 @@ async def storage(db_path: Path, clock: FakeClock):
 
 async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
     assert db_path.exists()
-    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 5
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 6
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -388,6 +388,23 @@ async def test_migration_v4_to_v5_keeps_posted_alone_images_apart_from_upscales(
             new_job(kind="zoom", parent_job_id=1, parent_index=2, zoom=1.5)
         )
         assert zoom.zoom == 1.5 and zoom.derived
+    finally:
+        await store.close()
+
+
+async def test_migration_v5_to_v6_keeps_jobs_as_plain_pictures(db_path: Path, clock: FakeClock):
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as old:
+        assert await migrate(old, target=5) == 5
+        await old.execute(
+            "INSERT INTO jobs (kind, requester_id, channel_id, prompt, seed, width, height, "
+            "steps, guidance, count, created_at) "
+            "VALUES ('imagine', 4, 5, 'a fox', 8, 1024, 1024, 4, 1.0, 4, 100.0)"
+        )
+    store = await Storage.open(db_path, clock=clock)
+    try:
+        assert (await store.get_job(1)).tile is False
+        assert (await store.create_job(new_job(tile=True))).tile is True
     finally:
         await store.close()
 
