@@ -266,6 +266,7 @@ class DiscordSink:
         notes: Sequence[str],
         files: Sequence[tuple[str, bytes]],
         spoilers: Sequence[bool],
+        source: Job | None = None,
     ) -> int:
         """Put the result into the status message, or post it anew when that is impossible.
 
@@ -283,7 +284,9 @@ class DiscordSink:
                     job,
                     state,
                     channel_fallback=False,
-                    content=render.result_text(job, seconds=seconds, notes=notes),
+                    content=render.result_text(
+                        job, seconds=seconds, notes=notes, source=source
+                    ),
                     attachments=render.image_files(blobs, spoilers),
                     view=view,
                 )
@@ -292,7 +295,9 @@ class DiscordSink:
                 log.info("job %s: posting the result as a new message (%s)", job.id, exc)
         message = await self._post(
             job,
-            content=render.result_text(job, seconds=seconds, notes=notes, mention=True),
+            content=render.result_text(
+                job, seconds=seconds, notes=notes, mention=True, source=source
+            ),
             files=render.image_files(blobs, spoilers),
             view=view,
             mention=True,

@@ -57,21 +57,51 @@ def vary_label(strength: float | None) -> str:
     return f"Variation (strength {strength or 0:g})"
 
 
-def derivation(job: Job) -> str | None:
-    """How ``job``'s pictures came from another picture (None: from the prompt alone)."""
+def _job_ref(job_id: int, source: Job | None) -> str:
+    """``job N``, as a link to its result message when ``source`` is that job and posted
+    (``<...>``: Discord shows no preview card for it)."""
+    if source is None or source.id != job_id or source.result_message_id is None:
+        return f"job {job_id}"
+    link = message_link(source.guild_id, source.channel_id, source.result_message_id)
+    return f"[job {job_id}](<{link}>)"
+
+
+# How a job made from another one (not from one of its pictures) says so.
+_MADE_FROM = {"reroll": "re-roll of {job}", "reply": "reply to {job}", "remix": "remix of {job}"}
+# What each kind is called in /info's chain of sources.
+_KIND_NAMES = {
+    "imagine": "/imagine",
+    "reroll": "re-roll",
+    "variation": "variation",
+    "upscale": "upscale",
+    "single": "image alone",
+    "zoom": "Zoom Out",
+    "reply": "reply",
+    "remix": "remix",
+}
+
+
+def derivation(job: Job, source: Job | None = None) -> str | None:
+    """Where ``job``'s pictures came from (None: from the prompt alone, a first /imagine).
+
+    ``source``: the job it was made from; its number then links to its result message."""
     if job.uploaded:
         return f"from an uploaded picture (strength {job.strength or 0:g})"
-    if job.parent_job_id is None or job.parent_index is None:
+    if job.parent_job_id is None:
         return None
-    source = f"image {job.parent_index} of job {job.parent_job_id}"
+    parent = _job_ref(job.parent_job_id, source)
+    if job.parent_index is None:
+        made = _MADE_FROM.get(job.kind)
+        return made.format(job=parent) if made else None
+    picture = f"image {job.parent_index} of {parent}"
     if job.kind == "single":
-        return source
+        return picture
     if job.kind == "upscale":
-        return f"upscaled {UPSCALE_FACTOR}× from {source}"
+        return f"upscaled {UPSCALE_FACTOR}× from {picture}"
     if job.kind == "zoom":
-        return f"Zoom Out {job.zoom or 0:g}× of {source}"
+        return f"Zoom Out {job.zoom or 0:g}× of {picture}"
     if job.kind == "variation":
-        return f"{vary_label(job.strength)} of {source}"
+        return f"{vary_label(job.strength)} of {picture}"
     return None
 
 
@@ -81,9 +111,11 @@ def result_text(
     seconds: float | None = None,
     notes: Sequence[str] = (),
     mention: bool = False,
+    source: Job | None = None,
 ) -> str:
     """The text posted with ``job``'s images: prompt, seeds, size, steps, time (``seconds`` of
-    GPU work, when known), who asked, and ``notes``."""
+    GPU work, when known), who asked, where it came from (linked to ``source``'s message, the
+    job it was made from) and ``notes``."""
     lines = [f"**{_escape(shorten(job.prompt, PROMPT_SHOWN))}**"]
     if job.interpreted_prompt and job.interpreted_prompt != job.prompt:
         shown = f"*{_escape(shorten(job.interpreted_prompt, 400))}*"
@@ -102,9 +134,9 @@ def result_text(
     if seconds is not None:
         parts.append(f"{seconds:.1f} s")
     parts.append(f"asked by <@{job.requester_id}>")
-    source = derivation(job)
-    if source:
-        parts.append(source)
+    made_from = derivation(job, source)
+    if made_from:
+        parts.append(made_from)
     lines.append(" · ".join(parts) + f" · job {job.id}")
     lines.extend(f"-# {_escape(note)}" for note in notes)
     text = "\n".join(lines)
@@ -122,8 +154,11 @@ def _encoded(prompt: str) -> str | None:
         return None
 
 
-def info_text(job: Job) -> str:
-    """Every parameter needed to reproduce ``job``, as a copyable block."""
+def info_text(job: Job, chain: Sequence[Job] = ()) -> str:
+    """Every parameter needed to reproduce ``job``, as a copyable block.
+
+    ``chain``: the jobs it was made from, nearest first, back to the first /imagine (each
+    linked to its result message)."""
     seeds = tuple(job.seeds or ())
     lines = [
         f"Job {job.id} ({job.kind}) by <@{job.requester_id}>",
@@ -167,6 +202,9 @@ def info_text(job: Job) -> str:
         )
     elif seeds:
         lines.append(f"Reproduce image 1: {imagine_line(job, seeds[0])}")
+    if chain:
+        steps = [f"{_job_ref(j.id, j)} ({_KIND_NAMES.get(j.kind, j.kind)})" for j in chain]
+        lines.append("Made from: " + " ← ".join(steps))
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 

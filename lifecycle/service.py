@@ -77,8 +77,11 @@ class JobSink(Protocol):
         notes: Sequence[str],
         files: Sequence[tuple[str, bytes]],
         spoilers: Sequence[bool],
+        source: Job | None = None,
     ) -> int:
-        """Show the result (in the status message, or as a new message); its message id."""
+        """Show the result (in the status message, or as a new message); its message id.
+
+        ``source``: the job it was made from (a re-roll's, a variation's...), to link to."""
         ...
 
     async def tell_failure(self, job: Job, user_message: str) -> None:
@@ -563,6 +566,7 @@ class JobService:
                 notes,
                 [(f.filename, f.data) for f in result.files],
                 [f.index in flagged for f in result.files],
+                source=await self._source(job),
             )
             await self.storage.mark_done(
                 job.id,
@@ -588,6 +592,12 @@ class JobService:
         finally:
             self._delivering.discard(job.id)
             self.live.pop(job.id, None)
+
+    async def _source(self, job: Job) -> Job | None:
+        """The job ``job`` was made from (None: a first /imagine, or it is gone)."""
+        if job.parent_job_id is None:
+            return None
+        return await self.storage.get_job(job.parent_job_id)
 
     async def _flagged(self, job: Job, result: Finished) -> tuple[int, ...]:
         """The result's images to show as spoilers: those the safety filter flagged, and all
@@ -621,7 +631,9 @@ class JobService:
             flagged = (1,) if index in parent.flagged else ()
             job = dataclasses.replace(job, seeds=(job.seed,), flagged=flagged)
             await self.sink.close(job.id)
-            message_id = await self.sink.publish(job, None, live.notes, blobs, [bool(flagged)])
+            message_id = await self.sink.publish(
+                job, None, live.notes, blobs, [bool(flagged)], source=parent
+            )
             await self.storage.mark_done(job.id, [job.seed], message_id, flagged=flagged)
             self.metrics.posted(job.kind, time.time() - job.created_at)
             log.info("job %s done: image %s of job %s posted alone", job.id, index, parent.id)

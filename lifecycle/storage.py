@@ -160,6 +160,10 @@ _LISTABLE = (
 )
 
 
+MAX_SOURCES = 25
+"""Longest chain of sources ``Storage.sources`` follows (re-roll of a variation of ...)."""
+
+
 class StorageError(RuntimeError):
     """The database cannot be used by this version of the bot."""
 
@@ -485,6 +489,21 @@ class Storage:
     async def get_job(self, job_id: int) -> Job | None:
         """The job with this id, or None."""
         return await self._fetch_job("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    async def sources(self, job_id: int, limit: int = MAX_SOURCES) -> list[Job]:
+        """The jobs ``job_id`` was made from, nearest first, back to the first /imagine (at
+        most ``limit``)."""
+        query = """
+            WITH RECURSIVE chain(id, depth) AS (
+                SELECT parent_job_id, 1 FROM jobs WHERE id = ? AND parent_job_id IS NOT NULL
+                UNION ALL
+                SELECT jobs.parent_job_id, chain.depth + 1
+                FROM jobs JOIN chain ON jobs.id = chain.id
+                WHERE jobs.parent_job_id IS NOT NULL AND chain.depth < ?
+            )
+            SELECT jobs.* FROM chain JOIN jobs ON jobs.id = chain.id ORDER BY chain.depth
+        """
+        return await self._fetch_jobs(query, (job_id, limit))
 
     async def mark_running(self, job_id: int) -> Job | None:
         """queued|running -> running, setting ``started_at``.

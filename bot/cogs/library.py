@@ -72,8 +72,9 @@ class Library(commands.Cog):
                 "That is not one of my image sets.", ephemeral=True
             )
             return
+        chain = await self.bot.storage.sources(job.id)
         await interaction.response.send_message(
-            render.info_text(job),
+            render.info_text(job, chain),
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -502,3 +502,15 @@ async def test_acknowledged_writes_survive_kill_9(db_path: Path):
         assert (await store.job_by_message(77)).id == done_id
     finally:
         await store.close()
+
+
+async def test_sources_follow_parents_back_to_the_first_imagine(storage: Storage):
+    first = await storage.create_job(new_job())
+    reroll = await storage.create_job(new_job(kind="reroll", parent_job_id=first.id))
+    vary = await storage.create_job(
+        new_job(kind="variation", parent_job_id=reroll.id, parent_index=2, strength=0.7)
+    )
+    assert [j.id for j in await storage.sources(vary.id)] == [reroll.id, first.id]
+    assert [j.id for j in await storage.sources(vary.id, limit=1)] == [reroll.id]
+    assert await storage.sources(first.id) == []
+    assert await storage.sources(999) == []
