@@ -81,7 +81,7 @@ async def test_upscale_posts_that_image_at_twice_the_size_and_info_reproduces_it
     upscaled = Image.open(io.BytesIO(single.attachments[0].data))
     assert upscaled.size == (job.width * 2, job.height * 2)
     assert seeds_in(single.content) == [501]
-    assert f"upscaled 2× from image 2 of job {job.id}" in single.content
+    assert f"upscaled 2× from image 2 of [job {job.id}](<" in single.content
     ids = single.custom_ids()
     upscale = await job_for_message(bot, single.id)
     for action in ("subtle", "vary", "zoom2", "zoom15"):
@@ -127,7 +127,7 @@ async def test_zoom_out_paints_four_pictures_around_the_image_at_its_size(
         upscale.id,
         world.bob.id,
     )
-    assert f"Zoom Out 2× of image 1 of job {upscale.id}" in zoomed.content
+    assert f"Zoom Out 2× of image 1 of [job {upscale.id}](<" in zoomed.content
     # The zoomed set is a set like any other: U, V, S on each picture.
     assert f"imagine:upscale:{zoom.id}:4" in zoomed.custom_ids()
     _, wider = await click_for_images(standin, world.bob, zoomed, f"imagine:subtle:{zoom.id}:3")
