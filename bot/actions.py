@@ -19,6 +19,7 @@ from bot.blocklist import Refusal, check_prompt
 from bot.buttons import ZOOMS
 from bot.errors import explain
 from bot.i18n import t
+from bot.presets import apply_presets
 from bot.remix import RemixForm, RemixModal
 from bot.replies import is_blank, parse_reply, strip_bot_mention
 from bot.uploads import first_picture, read_upload
@@ -62,7 +63,7 @@ class Ask:
     prompt: str
     negative_prompt: str = ""
     seed: int | None = None
-    aspect_ratio: str = "1:1"
+    aspect_ratio: str | None = None  # None: the requester's preset, else 1:1
     raw: bool = False
     kind: str = "imagine"
     parent_id: int | None = None  # the job it re-rolls, or whose picture it starts from
@@ -75,6 +76,7 @@ class Ask:
     upload: bytes | None = None  # an image prompt's picture, fitted to ``size`` (PNG)
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
     tile: bool = False  # seamless texture (circular padding)
+    typed: bool = False  # the requester just typed the prompt: their /prefer presets apply
 
 
 # Most characters of a prompt that go to the translator: ~500 Chinese characters already fill
@@ -190,6 +192,27 @@ async def _interpret(bot: ImagineBot, ask: Ask, locale: str | None) -> tuple[str
     return await bot.interpret(text), notes
 
 
+async def _with_presets(bot: ImagineBot, origin: Origin, ask: Ask) -> tuple[Ask, list[str]]:
+    """``ask`` with the requester's own presets applied when they just typed its prompt (a
+    re-roll keeps the prompt its job stored, presets and all), and the note saying what they
+    added. Another user's presets never apply: they are looked up by the requester."""
+    if not ask.typed:
+        return ask, []
+    presets = await bot.storage.presets(origin.requester_id)
+    if presets.empty:
+        return ask, []
+    applied = apply_presets(ask.prompt, ask.negative_prompt, ask.aspect_ratio, presets)
+    ask = dataclasses.replace(
+        ask,
+        prompt=applied.prompt,
+        negative_prompt=applied.negative_prompt,
+        aspect_ratio=applied.aspect_ratio,
+        typed=False,
+    )
+    notes = [t("preset_added", origin.locale, what="; ".join(applied.added))]
+    return ask, notes if applied.added else []
+
+
 async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
     """Check the guild's rules, translate, validate, store and queue a generation.
 
@@ -202,6 +225,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         JobRejected: with a user-facing message; nothing was queued.
     """
     settings = await _guild_rules(bot, origin, ask.kind)
+    ask, preset_notes = await _with_presets(bot, origin, ask)
     negatives = [ask.negative_prompt] if ask.negative_prompt else []
     from_upload = ask.from_upload or ask.upload is not None
     # An uploaded picture never combines with adult content: the ordinary channel's rules apply
@@ -220,7 +244,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
             settings=bot.settings.engine,
             negative_prompt=ask.negative_prompt,
             seed=ask.seed,
-            aspect_ratio=ask.aspect_ratio,
+            aspect_ratio=ask.aspect_ratio or "1:1",
             count=ask.count,
             strength=ask.strength if ask.strength is not None else VARY_STRONG,
             tile=ask.tile,
@@ -260,7 +284,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         tile=request.tile,
     )
     job = await bot.jobs.accept(new, per_user_limit=per_user_limit, source=ask.upload)
-    bot.jobs.set_notes(job.id, [*notes, *request.notes])
+    bot.jobs.set_notes(job.id, [*preset_notes, *notes, *request.notes])
     return job
 
 
@@ -710,7 +734,7 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
     # picture of its own is an image prompt.
     changes: dict[str, object] = {} if job.derived and picture is None else {"kind": "reply"}
     if command.prompt is not None:
-        changes.update(prompt=command.prompt, interpreted_prompt=None, raw=command.raw)
+        changes.update(prompt=command.prompt, interpreted_prompt=None, raw=command.raw, typed=True)
     if command.seed is not None:
         changes["seed"] = command.seed
     if command.negative_prompt is not None:

@@ -40,6 +40,7 @@ EXIT_GPU_STUCK = 3  # the generation watchdog fired: restart me (docs/storage-an
 EXTENSIONS = (
     "bot.cogs.imagine",
     "bot.cogs.library",
+    "bot.cogs.preferences",
     "bot.cogs.server_settings",
     "bot.cogs.showcase",
 )

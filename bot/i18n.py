@@ -38,6 +38,14 @@ COMMAND_TEXT: dict[str, str] = {
     "imagine.strength": "How far to move away from the picture: 0.1 close to 1.0 free (0.6)",
     "imagine.tile": "Make seamless textures: the images tile when laid side by side",
     "imagine-settings": "Imagine settings for this server (needs Manage Server)",
+    "prefer": "Your own presets for the prompts you type (only you see them)",
+    "prefer.suffix": "Text added to the end of each of your new prompts",
+    "prefer.negative": "Your negative prompt when you give none",
+    "prefer.aspect_ratio": "Your aspect ratio when you choose none",
+    "prefer.option": "Shortcuts: --name in a prompt becomes its value",
+    "prefer.option.set": "Set (or, with no value, remove) a shortcut --name",
+    "prefer.list": "Show your presets (only to you)",
+    "prefer.reset": "Remove all your presets",
     "history": "Your recent images",
     "info": "Full parameters of a job, to reproduce it",
 }
@@ -94,6 +102,38 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     COMMAND_TEXT["imagine.tile"]: {
         SIMPLIFIED: "生成无缝贴图：图片左右上下拼接不留接缝",
         TRADITIONAL: "生成無縫貼圖：圖片左右上下拼接不留接縫",
+    },
+    COMMAND_TEXT["prefer"]: {
+        SIMPLIFIED: "你自己的提示词预设（只有你能看到）",
+        TRADITIONAL: "你自己的提示詞預設（只有你能看到）",
+    },
+    COMMAND_TEXT["prefer.suffix"]: {
+        SIMPLIFIED: "自动加在你每条新提示词末尾的文字",
+        TRADITIONAL: "自動加在你每條新提示詞末尾的文字",
+    },
+    COMMAND_TEXT["prefer.negative"]: {
+        SIMPLIFIED: "你未填写时使用的反向提示词",
+        TRADITIONAL: "你未填寫時使用的反向提示詞",
+    },
+    COMMAND_TEXT["prefer.aspect_ratio"]: {
+        SIMPLIFIED: "你未选择时使用的宽高比",
+        TRADITIONAL: "你未選擇時使用的寬高比",
+    },
+    COMMAND_TEXT["prefer.option"]: {
+        SIMPLIFIED: "快捷词：提示词中的 --名称 会替换为其内容",
+        TRADITIONAL: "快捷詞：提示詞中的 --名稱 會替換為其內容",
+    },
+    COMMAND_TEXT["prefer.option.set"]: {
+        SIMPLIFIED: "设置（不填内容则删除）快捷词 --名称",
+        TRADITIONAL: "設定（不填內容則刪除）快捷詞 --名稱",
+    },
+    COMMAND_TEXT["prefer.list"]: {
+        SIMPLIFIED: "查看你的预设（仅你可见）",
+        TRADITIONAL: "查看你的預設（僅你可見）",
+    },
+    COMMAND_TEXT["prefer.reset"]: {
+        SIMPLIFIED: "删除你的所有预设",
+        TRADITIONAL: "刪除你的所有預設",
     },
     COMMAND_TEXT["imagine-settings"]: {
         SIMPLIFIED: "本服务器的画图设置（需要“管理服务器”权限）",
@@ -213,10 +253,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         TRADITIONAL: "翻譯功能不可用，已按原文使用你的提示詞。",
     },
     "translation_cut": {
-        ENGLISH: "Only the first {limit} characters were translated (the model reads about "
-        "77 tokens); the rest was left out.",
-        SIMPLIFIED: "只翻译了前 {limit} 个字符（模型大约只读 77 个词元），其余部分已省略。",
-        TRADITIONAL: "只翻譯了前 {limit} 個字元（模型大約只讀 77 個詞元），其餘部分已省略。",
+        ENGLISH: "Only the first {limit} characters were translated; the rest was left out.",
+        SIMPLIFIED: "只翻译了前 {limit} 个字符，其余部分已省略。",
+        TRADITIONAL: "只翻譯了前 {limit} 個字元，其餘部分已省略。",
+    },
+    "preset_added": {
+        ENGLISH: "Your presets added: {what}",
+        SIMPLIFIED: "你的预设添加了：{what}",
+        TRADITIONAL: "你的預設加入了：{what}",
     },
     "images_purged": {
         ENGLISH: "The images of this set are no longer stored (old sets are cleaned up). "

@@ -148,6 +148,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN tile INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6 -> 7: personal presets (/prefer), one row per user and preset: 'suffix', 'negative',
+    # 'aspect_ratio' or 'option:<name>'. The same in every server; shown to their owner only.
+    """
+    CREATE TABLE presets (
+        user_id INTEGER NOT NULL,
+        name    TEXT NOT NULL,
+        value   TEXT NOT NULL,
+        PRIMARY KEY (user_id, name)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -302,6 +312,26 @@ class GalleryEntry:
 
     share: Share
     job: Job
+
+
+@dataclass(frozen=True)
+class Presets:
+    """One user's /prefer presets: what their new prompts get unless they say otherwise."""
+
+    user_id: int
+    suffix: str = ""  # appended to each new prompt
+    negative: str = ""  # the negative prompt when none is given
+    aspect_ratio: str | None = None  # the aspect ratio when none is chosen
+    options: tuple[tuple[str, str], ...] = ()  # (name, value): ``--name`` in a prompt -> value
+
+    @property
+    def empty(self) -> bool:
+        """No preset set."""
+        return not (self.suffix or self.negative or self.aspect_ratio or self.options)
+
+
+PRESET_KEYS = frozenset({"suffix", "negative", "aspect_ratio"})
+"""Preset names besides options (stored as ``option:<name>``)."""
 
 
 @dataclass(frozen=True)
@@ -771,6 +801,51 @@ class Storage:
         ) as cursor:
             row = await cursor.fetchone()
         return _settings_from_row(row) if row else GuildSettings(guild_id=guild_id)
+
+    async def presets(self, user_id: int) -> Presets:
+        """The user's presets (none stored: all empty)."""
+        async with self._db.execute(
+            "SELECT name, value FROM presets WHERE user_id = ? ORDER BY name", (user_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        values = {name: value for name, value in rows}
+        options = tuple(
+            (name.removeprefix("option:"), value)
+            for name, value in values.items()
+            if name.startswith("option:")
+        )
+        return Presets(
+            user_id=user_id,
+            suffix=values.get("suffix", ""),
+            negative=values.get("negative", ""),
+            aspect_ratio=values.get("aspect_ratio"),
+            options=options,
+        )
+
+    async def set_preset(self, user_id: int, name: str, value: str | None) -> None:
+        """Set one preset (``suffix``, ``negative``, ``aspect_ratio`` or ``option:<name>``);
+        an empty or None value removes it.
+
+        Raises:
+            ValueError: an unknown preset name.
+        """
+        if name not in PRESET_KEYS and not (name.startswith("option:") and len(name) > 7):
+            raise ValueError(f"unknown preset {name!r}")
+        if value:
+            await self._db.execute(
+                "INSERT INTO presets (user_id, name, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value",
+                (user_id, name, value),
+            )
+        else:
+            await self._db.execute(
+                "DELETE FROM presets WHERE user_id = ? AND name = ?", (user_id, name)
+            )
+
+    async def reset_presets(self, user_id: int) -> int:
+        """Remove all of the user's presets; how many there were."""
+        async with self._db.execute("DELETE FROM presets WHERE user_id = ?", (user_id,)) as cur:
+            return cur.rowcount
 
     async def guild_by_gallery_slug(self, slug: str) -> GuildSettings | None:
         """The settings of the server whose gallery address has ``slug``, or None."""

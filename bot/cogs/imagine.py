@@ -69,9 +69,10 @@ class Imagine(commands.Cog):
             prompt=prompt.strip(),
             negative_prompt=(negative_prompt or "").strip(),
             seed=seed,
-            aspect_ratio=aspect_ratio.value if aspect_ratio else "1:1",
+            aspect_ratio=aspect_ratio.value if aspect_ratio else None,
             raw=raw,
             tile=tile,
+            typed=True,
         )
         if image is not None:
             # Downloading and fitting the picture may take a moment: acknowledge first.

@@ -115,3 +115,61 @@ async def test_results_link_to_their_source_and_info_lists_the_chain(bot_process
     # The first /imagine has no source.
     first_info = await standin.slash_command(world.alice, world.general, "info", {"job": origin.id})
     assert "Made from" not in (await first_info.wait_response(5)).content
+
+
+async def prefer(standin, user, channel, sub: str, options: dict) -> str:
+    ix = await standin.slash_command(user, channel, f"prefer {sub}", options)
+    answer = await ix.wait_response(5)
+    assert answer.ephemeral  # a user's presets are shown to nobody else
+    return answer.content
+
+
+async def test_presets_apply_to_typed_prompts_survive_a_restart_and_stay_their_owners(
+    bot_process, standin, world
+):
+    bot = await bot_process.start()
+    await prefer(standin, world.alice, world.general, "suffix", {"text": "film grain"})
+    said = await prefer(
+        standin, world.alice, world.general, "option set", {"name": "ink", "value": "ink wash"}
+    )
+    assert "--ink" in said
+    await prefer(standin, world.alice, world.general, "aspect_ratio", {"value": "16:9"})
+    bad = await prefer(standin, world.alice, world.general, "option set", {"name": "seed"})
+    assert "reply flag" in bad
+    listed = await prefer(standin, world.alice, world.general, "list", {})
+    assert "film grain" in listed and "`--ink` → `ink wash`" in listed and "16:9" in listed
+
+    await bot_process.stop()
+    bot = await bot_process.start()  # presets are stored, not remembered
+
+    _, mine = await imagine(standin, world.alice, world.general, "a fox --ink", seed=5)
+    job = await job_for_message(bot, mine.id)
+    assert job.prompt == "a fox ink wash, film grain"
+    assert (job.width, job.height) == (80, 48)  # 16:9 at the tiny resolution
+    assert "Your presets added: suffix “film grain”; --ink → “ink wash”; aspect ratio 16:9" in (
+        mine.content
+    )
+    info = await standin.slash_command(world.bob, world.general, "info", {"job": job.id})
+    assert "prompt:          a fox ink wash, film grain" in (await info.wait_response(5)).content
+
+    # Bob's own prompt gets none of Alice's presets; his re-roll of her set keeps hers.
+    _, his = await imagine(standin, world.bob, world.general, "a fox --ink", seed=5)
+    theirs = await job_for_message(bot, his.id)
+    assert theirs.prompt == "a fox --ink" and (theirs.width, theirs.height) == (64, 64)
+    assert "presets" not in his.content
+    _, reroll = await click_for_images(standin, world.bob, mine, f"imagine:reroll:{job.id}")
+    assert (await job_for_message(bot, reroll.id)).prompt == job.prompt
+    assert "presets" not in reroll.content  # nothing was added again
+
+    # A reply with new text is typed: the replier's presets apply to it, once.
+    reply = await standin.user_message(
+        world.alice, world.general, "a cat --ink", reply_to=mine, mentions_bot=True
+    )
+    made = await standin.wait_for_message(
+        lambda m: m.reply_to_id == reply.id and len(m.attachments) == 4, timeout=60
+    )
+    assert (await job_for_message(bot, made.id)).prompt == "a cat ink wash, film grain"
+
+    assert "Removed 3 presets" in await prefer(standin, world.alice, world.general, "reset", {})
+    _, plain = await imagine(standin, world.alice, world.general, "a fox --ink", seed=5)
+    assert (await job_for_message(bot, plain.id)).prompt == "a fox --ink"

@@ -77,7 +77,7 @@ async def storage(db_path: Path, clock: FakeClock):
 
 async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
     assert db_path.exists()
-    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 6
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 7
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -514,3 +514,30 @@ async def test_sources_follow_parents_back_to_the_first_imagine(storage: Storage
     assert [j.id for j in await storage.sources(vary.id, limit=1)] == [reroll.id]
     assert await storage.sources(first.id) == []
     assert await storage.sources(999) == []
+
+
+async def test_presets_are_per_user_and_survive_a_reopen(db_path: Path, clock: FakeClock):
+    store = await Storage.open(db_path, clock=clock)
+    await store.set_preset(1, "suffix", "film grain")
+    await store.set_preset(1, "option:film", "kodak portra 400")
+    await store.set_preset(1, "option:film", "ilford hp5")  # set again: replaced
+    await store.set_preset(1, "aspect_ratio", "16:9")
+    await store.set_preset(2, "negative", "blurry")
+    with pytest.raises(ValueError):
+        await store.set_preset(1, "seed", "4")
+    await store.close()
+    store = await Storage.open(db_path, clock=clock)
+    try:
+        mine = await store.presets(1)
+        assert (mine.suffix, mine.negative, mine.aspect_ratio) == ("film grain", "", "16:9")
+        assert mine.options == (("film", "ilford hp5"),)
+        assert (await store.presets(2)).negative == "blurry" and not (
+            await store.presets(2)
+        ).options
+        assert (await store.presets(3)).empty
+        await store.set_preset(1, "suffix", None)  # no value: removed
+        assert (await store.presets(1)).suffix == ""
+        assert await store.reset_presets(1) == 2
+        assert (await store.presets(1)).empty and not (await store.presets(2)).empty
+    finally:
+        await store.close()
