@@ -77,6 +77,7 @@ class Ask:
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
     tile: bool = False  # seamless texture (circular padding)
     typed: bool = False  # the requester just typed the prompt: their /prefer presets apply
+    group_id: int | None = None  # the first job of the set this one belongs to (permutations)
 
 
 # Most characters of a prompt that go to the translator: ~500 Chinese characters already fill
@@ -282,6 +283,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         uploaded=ask.upload is not None,
         from_upload=from_upload,
         tile=request.tile,
+        group_id=ask.group_id,
     )
     job = await bot.jobs.accept(new, per_user_limit=per_user_limit, source=ask.upload)
     bot.jobs.set_notes(job.id, [*preset_notes, *notes, *request.notes])
@@ -317,6 +319,37 @@ async def start_from_interaction(
         await interaction.response.defer(thinking=True)
     message = await interaction.original_response()
     await bot.jobs.attach_status_message(job.id, message.id)
+
+
+async def start_set_from_interaction(
+    bot: ImagineBot, interaction: discord.Interaction, asks: list[Ask]
+) -> None:
+    """Accept the jobs of one command that made several prompts (permutations, --repeat).
+
+    Each is its own job and result message (the first in the command's response, the others
+    in follow-ups); together they take one of the user's queue places, the first job's. A job
+    that cannot be queued after the first (the queue filled up) ends the set, with a word."""
+    origin = origin_from_interaction(interaction)
+    if not interaction.response.is_done():
+        await interaction.response.defer(thinking=True)
+    first: Job | None = None
+    for number, ask in enumerate(asks, start=1):
+        group = first.id if first is not None else None
+        try:
+            job = await submit(bot, origin, dataclasses.replace(ask, group_id=group))
+        except JobRejected as exc:
+            if first is None:
+                await reject(interaction, exc.user_message)
+            else:
+                text = f"Prompt {number} of {len(asks)} was not queued: {exc.user_message}"
+                await interaction.followup.send(render.escape_user_text(text), ephemeral=True)
+            return
+        first = first or job
+        # The first follow-up takes the place of the deferred "thinking" response (Discord's
+        # rule), so every job, the first too, gets its message as a follow-up.
+        text = f"⏳ Queued (prompt {number} of {len(asks)})."
+        message = await interaction.followup.send(text, wait=True)
+        await bot.jobs.attach_status_message(job.id, message.id)
 
 
 async def start_from_reply(

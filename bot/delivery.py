@@ -284,9 +284,7 @@ class DiscordSink:
                     job,
                     state,
                     channel_fallback=False,
-                    content=render.result_text(
-                        job, seconds=seconds, notes=notes, source=source
-                    ),
+                    content=render.result_text(job, seconds=seconds, notes=notes, source=source),
                     attachments=render.image_files(blobs, spoilers),
                     view=view,
                 )

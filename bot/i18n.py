@@ -37,6 +37,7 @@ COMMAND_TEXT: dict[str, str] = {
     "imagine.image": "A picture to start from (PNG, JPEG or WebP)",
     "imagine.strength": "How far to move away from the picture: 0.1 close to 1.0 free (0.6)",
     "imagine.tile": "Make seamless textures: the images tile when laid side by side",
+    "imagine.repeat": "Run the prompt this many times, each a set of its own (like --repeat)",
     "imagine-settings": "Imagine settings for this server (needs Manage Server)",
     "prefer": "Your own presets for the prompts you type (only you see them)",
     "prefer.suffix": "Text added to the end of each of your new prompts",
@@ -62,6 +63,7 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     "aspect_ratio": {SIMPLIFIED: "宽高比", TRADITIONAL: "寬高比"},
     "raw": {SIMPLIFIED: "原文", TRADITIONAL: "原文"},
     "tile": {SIMPLIFIED: "平铺", TRADITIONAL: "平鋪"},
+    "repeat": {SIMPLIFIED: "重复", TRADITIONAL: "重複"},
     "imagine-settings": {SIMPLIFIED: "画图设置", TRADITIONAL: "畫圖設定"},
     "history": {SIMPLIFIED: "历史记录", TRADITIONAL: "歷史紀錄"},
     "info": {SIMPLIFIED: "信息", TRADITIONAL: "資訊"},
@@ -98,6 +100,10 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     COMMAND_TEXT["imagine.strength"]: {
         SIMPLIFIED: "偏离图片的程度：0.1 贴近原图，1.0 自由发挥（默认 0.6）",
         TRADITIONAL: "偏離圖片的程度：0.1 貼近原圖，1.0 自由發揮（預設 0.6）",
+    },
+    COMMAND_TEXT["imagine.repeat"]: {
+        SIMPLIFIED: "把提示词运行这么多次，每次单独一组（同 --repeat）",
+        TRADITIONAL: "把提示詞執行這麼多次，每次單獨一組（同 --repeat）",
     },
     COMMAND_TEXT["imagine.tile"]: {
         SIMPLIFIED: "生成无缝贴图：图片左右上下拼接不留接缝",

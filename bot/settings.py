@@ -38,6 +38,9 @@ class BotSettings(BaseSettings):
     queue_per_user: int = Field(
         3, ge=1, validation_alias=AliasChoices("IMAGINE_QUEUE_PER_USER", "queue_per_user")
     )
+    max_prompts: int = Field(
+        4, ge=1, le=25, validation_alias=AliasChoices("IMAGINE_MAX_PROMPTS", "max_prompts")
+    )  # most prompts one /imagine makes: permutations {a, b} times --repeat
     sync_guild_id: int | None = Field(
         None, validation_alias=AliasChoices("IMAGINE_SYNC_GUILD_ID", "sync_guild_id")
     )

@@ -34,7 +34,10 @@ class QueuedJob:
     """A job waiting for the GPU.
 
     ``batch_key``: jobs with equal keys can share one GPU batch (the engine request's
-    ``batch_key``). ``images``: how many images the job produces (usually 4).
+    ``batch_key``). ``images``: how many images the job produces (usually 4). ``group``: for the
+    rest of a set one command made (permutations, ``--repeat``), the id of its first job: the
+    set takes one of its user's places, that of its first job; each job still runs in a turn
+    of its own.
     """
 
     job_id: int
@@ -42,6 +45,12 @@ class QueuedJob:
     images: int
     batch_key: Hashable
     enqueued_at: float = field(default_factory=time.time)
+    group: int | None = None
+
+    @property
+    def follows(self) -> bool:
+        """Part of a set whose first job holds the set's place in the queue."""
+        return self.group is not None and self.group != self.job_id
 
 
 class QueueError(Exception):
@@ -94,7 +103,7 @@ class JobQueue(Protocol):
         ...
 
     def queued_for(self, user_id: int) -> int:
-        """How many jobs this user has queued."""
+        """How many places this user holds: queued jobs, a set counting once."""
         ...
 
     def __len__(self) -> int: ...
@@ -175,7 +184,8 @@ class FairQueue:
                     "Please try again in a minute."
                 )
             limit = self.per_user_limit if per_user_limit is None else per_user_limit
-            if self.queued_for(job.user_id) >= limit:
+            # The rest of a set needs no place of its own: its first job took the set's.
+            if not job.follows and self.queued_for(job.user_id) >= limit:
                 raise UserLimitReached(
                     f"You already have {limit} job{'s' if limit != 1 else ''} waiting. "
                     "Wait for one to start (or cancel one), then try again."
@@ -235,9 +245,11 @@ class FairQueue:
         return self._by_id.get(job_id)
 
     def queued_for(self, user_id: int) -> int:
-        """How many jobs this user has queued."""
+        """How many places this user holds: queued jobs, a set counting once."""
         lane = self._lanes.get(user_id)
-        return len(lane.jobs) if lane else 0
+        if not lane:
+            return 0
+        return len({job.group if job.group is not None else job.job_id for job in lane.jobs})
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -207,7 +207,8 @@ class JobService:
         Raises:
             JobRejected: the queue or the user's share of it is full; nothing is queued.
         """
-        self.check_capacity(new.kind, new.requester_id, per_user_limit, new.locale)
+        if new.group_id is None:  # the rest of a set shares the place its first job took
+            self.check_capacity(new.kind, new.requester_id, per_user_limit, new.locale)
         job = await self.storage.create_job(new)
         if source is not None:
             try:
@@ -271,6 +272,7 @@ class JobService:
             images=request.work,
             batch_key=request.batch_key,
             enqueued_at=time.time(),
+            group=job.group_id,
         )
 
     async def attach_status_message(self, job_id: int, message_id: int | None) -> None:

@@ -158,6 +158,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, name)
     );
     """,
+    # 7 -> 8: the set one command made (permutations, --repeat): the id of its first job, so
+    # that after a restart the set still takes one of its user's queue places.
+    """
+    ALTER TABLE jobs ADD COLUMN group_id INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -216,6 +221,7 @@ class NewJob:
     uploaded: bool = False  # starts from a picture the requester uploaded (its image 0)
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
     tile: bool = False  # seamless texture (circular padding)
+    group_id: int | None = None  # the first job of the set one command made (permutations)
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,7 @@ class Job:
     uploaded: bool = False  # starts from a picture the requester uploaded (stored as image 0)
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
     tile: bool = False  # seamless texture (circular padding)
+    group_id: int | None = None  # the first job of the set one command made (permutations)
 
     @property
     def derived(self) -> bool:

@@ -11,9 +11,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.actions import Ask, handle_reply, reject, start_from_interaction
+from bot.actions import (
+    Ask,
+    handle_reply,
+    reject,
+    start_from_interaction,
+    start_set_from_interaction,
+)
 from bot.errors import explain
 from bot.i18n import COMMAND_TEXT, t
+from bot.permutations import PermutationError, expand, split_repeat
 from bot.render import escape_user_text
 from bot.replies import is_blank
 from bot.uploads import read_upload
@@ -46,6 +53,7 @@ class Imagine(commands.Cog):
         image=COMMAND_TEXT["imagine.image"],
         strength=COMMAND_TEXT["imagine.strength"],
         tile=COMMAND_TEXT["imagine.tile"],
+        repeat=COMMAND_TEXT["imagine.repeat"],
     )
     @app_commands.choices(aspect_ratio=ASPECT_CHOICES)
     async def imagine(
@@ -59,14 +67,20 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
         tile: bool = False,
+        repeat: app_commands.Range[int, 1, 25] | None = None,
     ) -> None:
         if is_blank(prompt):
             await interaction.response.send_message(
                 t("empty_prompt", interaction.locale), ephemeral=True
             )
             return
+        try:
+            prompts = self._prompts(prompt, repeat)
+        except PermutationError as exc:
+            await interaction.response.send_message(exc.user_message, ephemeral=True)
+            return
         ask = Ask(
-            prompt=prompt.strip(),
+            prompt=prompts[0],
             negative_prompt=(negative_prompt or "").strip(),
             seed=seed,
             aspect_ratio=aspect_ratio.value if aspect_ratio else None,
@@ -93,7 +107,25 @@ class Imagine(commands.Cog):
                 size=(fitted.width, fitted.height),
                 strength=strength if strength is not None else IMAGE_PROMPT_STRENGTH,
             )
-        await start_from_interaction(self.bot, interaction, ask)
+        if len(prompts) == 1:
+            await start_from_interaction(self.bot, interaction, ask)
+        else:
+            asks = [dataclasses.replace(ask, prompt=text) for text in prompts]
+            await start_set_from_interaction(self.bot, interaction, asks)
+
+    def _prompts(self, prompt: str, repeat: int | None) -> list[str]:
+        """The prompts one /imagine makes: its permutations ``{a, b}`` (or ``{a|b}``) times
+        ``--repeat`` (the option, or written in the prompt).
+
+        Raises:
+            PermutationError: over ``IMAGINE_MAX_PROMPTS``, or a bad ``--repeat``.
+        """
+        text, written = split_repeat(prompt.strip())
+        times = repeat if repeat is not None else written if written is not None else 1
+        expanded = expand(text, repeat=times, limit=self.bot.settings.max_prompts)
+        if any(is_blank(p) for p in expanded):
+            raise PermutationError("One of the prompts this makes is empty: fill every option.")
+        return [p.strip() for p in expanded]
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:

@@ -173,3 +173,55 @@ async def test_presets_apply_to_typed_prompts_survive_a_restart_and_stay_their_o
     assert "Removed 3 presets" in await prefer(standin, world.alice, world.general, "reset", {})
     _, plain = await imagine(standin, world.alice, world.general, "a fox --ink", seed=5)
     assert (await job_for_message(bot, plain.id)).prompt == "a fox --ink"
+
+
+async def finished_sets(standin, user, count: int) -> list:
+    """The result messages (four images each) of ``user``'s jobs, once there are ``count``."""
+
+    def done() -> list | None:
+        found = [
+            m
+            for m in standin.messages()
+            if len(m.attachments) == 4 and f"asked by <@{user.id}>" in m.content
+        ]
+        return found if len(found) >= count else None
+
+    return await standin.wait_until(done, f"{count} results", 90)
+
+
+async def test_permutations_make_one_message_each_and_take_one_queue_place(
+    bot_process, standin, world
+):
+    bot = await bot_process.start()
+    # Four prompts; the per-user limit is 3, but one command's set takes one place.
+    ix = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "a {red, blue} {fox|cat}", "seed": 9}
+    )
+    await ix.wait_ack(3)
+    results = await finished_sets(standin, world.alice, 4)
+    jobs = [await job_for_message(bot, m.id) for m in results]
+    assert sorted(j.prompt for j in jobs) == ["a blue cat", "a blue fox", "a red cat", "a red fox"]
+    first = min(j.id for j in jobs)
+    assert sorted(j.group_id or 0 for j in jobs) == [0, first, first, first]
+    assert len({m.id for m in results}) == 4
+
+    # Over IMAGINE_MAX_PROMPTS (4): refused, saying how many it would make; nothing queued.
+    too_many = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "a {red, blue, green} fox", "repeat": 2}
+    )
+    answer = await too_many.wait_response(5)
+    assert answer.ephemeral and "6 prompts" in answer.content and "4" in answer.content
+    written = await standin.slash_command(
+        world.alice, world.general, "imagine", {"prompt": "a fox --repeat x"}
+    )
+    assert "--repeat" in (await written.wait_response(5)).content
+
+    # --repeat alone: the same prompt, new seeds, one message each.
+    again = await standin.slash_command(
+        world.bob, world.general, "imagine", {"prompt": "a boat --repeat 2"}
+    )
+    await again.wait_ack(3)
+    boats = await finished_sets(standin, world.bob, 2)
+    boat_jobs = [await job_for_message(bot, m.id) for m in boats]
+    assert {j.prompt for j in boat_jobs} == {"a boat"}
+    assert boat_jobs[0].seed != boat_jobs[1].seed

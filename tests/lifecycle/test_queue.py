@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 
 import pytest
@@ -305,3 +306,22 @@ def test_bad_bounds_are_refused():
         FairQueue(max_size=0)
     with pytest.raises(ValueError):
         FairQueue(per_user_limit=0)
+
+
+async def test_a_set_from_one_command_takes_one_place_and_still_takes_turns():
+    queue = FairQueue(per_user_limit=2)
+    leader = job(1)
+    rest = [dataclasses.replace(job(1), group=leader.job_id) for _ in range(3)]
+    await queue.submit(leader)
+    for follower in rest:
+        await queue.submit(follower)
+    assert queue.queued_for(1) == 1
+    await queue.submit(job(1))  # a second place
+    assert queue.queued_for(1) == 2
+    with pytest.raises(UserLimitReached):
+        await queue.submit(job(1))
+    # Another user is not held up behind the whole set: turns interleave job by job.
+    other = job(2)
+    await queue.submit(other)
+    order = await drain(queue, max_images=4)
+    assert order.index(other.job_id) == 1
