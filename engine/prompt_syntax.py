@@ -36,7 +36,7 @@ running it, and how this module handles each:
   CLIP's tokenizer splits punctuation and digits apart anyway, so the tokens stay the same
   except where punctuation runs are split (``...``, ``,,``). Not escapable; left as is.
 - Balanced double quotes group and are dropped (``say "OPEN"`` -> ``say OPEN``): escaped as
-  ``\\"``. A single quote (``5" tall``) is read literally.
+  ``\\"``. A lone quote (``5" tall``) is read literally.
 - ``(text)`` alone is weight 1 with the parentheses dropped, and ``.swap(...)``,
   ``.attend(...)``, ``withLora(...)``/``useLora(...)`` are operators even with a space before
   the ``(``: every literal parenthesis is escaped, and an operator name just before one of the
@@ -52,12 +52,17 @@ running it, and how this module handles each:
   right before them vanish: a literal backslash before a parenthesis or quote gets a space.
   Other backslashes (``\\,``, ``\\-``, ``\\[``) are kept as typed.
 - A vertical tab or form feed makes the parser raise: they become spaces.
-- A quoted string (a blend part) cannot hold a newline: parts' newlines become spaces.
+- The parser takes exponential time on unclosed ``(`` (about 4x per ``(``: 8 take a minute;
+  escaped ones cost nothing), so a prompt with more than two is escaped, and compel must only
+  ever be given this module's output, never a raw prompt.
+- A quoted string (a blend part) cannot hold a newline, and pyparsing turns ``\\n``, ``\\t``,
+  ``\\0``, ``\\x41`` and the like in it into characters: in parts, newlines become spaces
+  and a backslash before such a letter or digit gets a space.
 
-``has_syntax(p)`` is False exactly when compel would read ``p`` as one fragment at weight 1
-equal to ``p`` (up to the whitespace and comma spacing above) and ``to_compel(p)`` is ``p``;
-so plain prose, unbalanced brackets and smileys take diffusers' own encoder, and a prompt
-without syntax gives exactly today's pixels.
+``has_syntax(p)`` is False only when compel would read ``p`` as one fragment at weight 1 equal
+to ``p`` (up to the whitespace and comma spacing above) and ``to_compel(p)`` is ``p``; plain
+prose, one or two unbalanced brackets and ``:)`` are False, so they take diffusers' own encoder
+and a prompt without syntax gives exactly today's pixels.
 """
 
 from __future__ import annotations
@@ -125,7 +130,6 @@ class _Piece:
     depth: int = 0  # how many groups or sign suffixes multiply into the weight
     brackets: bool = False  # a bracket group (not only word+) gives it its weight
     loose: bool = False  # kept out of any group, but set off by spaces
-    scope: tuple[int, ...] = ()  # the bracket groups around it: '(a)(b)' stays two words
 
     @property
     def grouped(self) -> bool:
@@ -177,11 +181,13 @@ def _clean(prompt: str) -> str:
 
 
 def _compel_reads_literally(prompt: str) -> bool:
-    """Whether compel reads a prompt that has no syntax of ours as plain text."""
-    # Unbalanced brackets are safe: compel needs a ')' after a '(' to read anything into it.
+    """Whether compel reads a prompt that has no syntax of ours as plain text, and quickly."""
+    # An unclosed '(' is read as text, but compel's parser backtracks over each one: time
+    # grows about 4x per '(' (8 take a minute), so more than two are escaped instead.
     return not (
         "\x0b" in prompt
         or "\x0c" in prompt
+        or prompt.count("(") > 2
         or prompt.count('"') >= 2  # quotes that compel would group and drop
         or re.search(r'[+-][()"]', prompt)  # 'a+(' : compel weights 'a'
     )
@@ -195,6 +201,7 @@ def _pieces(text: str, *, compel_only: bool = False) -> tuple[list[_Piece], bool
     pieces: list[_Piece] = []
     open_round: list[int] = []
     open_square: list[int] = []
+    groups: list[tuple[str, int, int, float]] = []  # kind, first and past-last piece, weight
     syntax = False
     pos = 0
     while pos < len(text):
@@ -220,28 +227,49 @@ def _pieces(text: str, *, compel_only: bool = False) -> tuple[list[_Piece], bool
                 weight = float(explicit)
             else:
                 weight = 1.0 if compel_only else ROUND_BRACKET
-            _close(pieces, open_round.pop(), weight, pos)
+            start = open_round.pop()
+            pieces[start].text = ""  # the bracket was syntax after all
+            groups.append(("(", start + 1, len(pieces), weight))
             syntax = True
         elif token == "]" and open_square:
-            _close(pieces, open_square.pop(), SQUARE_BRACKET, pos)
+            start = open_square.pop()
+            pieces[start].text = ""
+            groups.append(("[", start + 1, len(pieces), SQUARE_BRACKET))
             syntax = True
         else:
             pieces.append(_Piece(token))
+    boundaries = _apply_groups(pieces, groups)
     out: list[_Piece] = []
-    for piece in _merge(pieces):
+    for piece in _merge(pieces, boundaries):
         for part in _split_word_weights(piece):
             syntax = syntax or part.depth > piece.depth
             out.extend(_split_loose(part) if part.grouped else [part])
     return out, syntax
 
 
-def _close(pieces: list[_Piece], start: int, weight: float, group: int) -> None:
-    pieces[start].text = ""  # the opening bracket was syntax after all
-    for piece in pieces[start + 1 :]:
-        piece.weight *= weight
-        piece.depth += 1
-        piece.brackets = True
-        piece.scope += (group,)
+def _apply_groups(pieces: list[_Piece], groups: list[tuple[str, int, int, float]]) -> set[int]:
+    """Weight each piece by the groups around it; return the indexes where a group starts or ends.
+
+    One pass, so deep nesting costs no more than flat text. Round groups nest properly among
+    themselves and so do square ones (only the two kinds may cross), so a stack of running
+    products per kind gives each product exactly.
+    """
+    enter: dict[int, list[tuple[str, float]]] = {}
+    leave: dict[int, list[str]] = {}
+    for kind, start, end, weight in groups:
+        if start < end:  # an empty group weights nothing (and would pop before it pushed)
+            enter.setdefault(start, []).append((kind, weight))
+            leave.setdefault(end, []).append(kind)
+    products = {"(": [1.0], "[": [1.0]}
+    for index, piece in enumerate(pieces):
+        for kind in leave.get(index, ()):
+            products[kind].pop()
+        for kind, weight in enter.get(index, ()):
+            products[kind].append(products[kind][-1] * weight)
+        piece.weight = products["("][-1] * products["["][-1]
+        piece.depth = len(products["("]) + len(products["["]) - 2
+        piece.brackets = piece.depth > 0
+    return set(enter) | set(leave)
 
 
 def _suffix_weight(suffix: str) -> float:
@@ -252,17 +280,22 @@ def _suffix_weight(suffix: str) -> float:
     return float(suffix)
 
 
-def _merge(pieces: list[_Piece]) -> list[_Piece]:
-    # Join the characters of one bracket group (escapes, stray brackets) into one text. Unlike
-    # AUTOMATIC1111, '(a)(b)' stays two groups, which compel reads as 'a b', as it does '(a)1.1(b)1.1'.
+def _merge(pieces: list[_Piece], boundaries: set[int]) -> list[_Piece]:
+    # Join the characters of one group (escapes, stray brackets) and all text outside groups
+    # into single texts, so that '+' signs are judged in context. Unlike AUTOMATIC1111, '(a)(b)'
+    # stays two groups: compel reads 'a b' there, as it does for '(a)1.1(b)1.1'.
     merged: list[_Piece] = []
-    for piece in pieces:
+    crossed = False
+    for index, piece in enumerate(pieces):
+        crossed = crossed or index in boundaries
         if not piece.text:
             continue
-        if merged and merged[-1].scope == piece.scope:
+        outside = piece.depth == 0 and bool(merged) and merged[-1].depth == 0
+        if merged and (outside or not crossed):
             merged[-1].text += piece.text
         else:
             merged.append(piece)
+        crossed = False
     return merged
 
 
@@ -274,7 +307,8 @@ def _split_word_weights(piece: _Piece) -> list[_Piece]:
         signs = match.group("signs")
         word = match.group()[: -len(signs)]
         weight = piece.weight * _suffix_weight(signs)
-        out.append(_Piece(piece.text[pos : match.start()], piece.weight, piece.depth, piece.brackets))
+        before = piece.text[pos : match.start()]
+        out.append(_Piece(before, piece.weight, piece.depth, piece.brackets))
         out.append(_Piece(word, weight, piece.depth + 1, piece.brackets))
         pos = match.end()
     out.append(_Piece(piece.text[pos:], piece.weight, piece.depth, piece.brackets))
@@ -333,8 +367,11 @@ def _render(pieces: list[_Piece]) -> str:
             operator = _OPERATOR_TAIL.search(piece.text)
             if operator and following is not None and following.grouped:
                 # '.swap (a)1.1' would make compel swap: keep the operator's name as text.
-                before = _escape(piece.text[: operator.start()])
-                name = piece.text[operator.start() : operator.end()]
+                start = operator.start()
+                if start and piece.text[start - 1] in "+-":
+                    start -= 1  # left behind, 'x+' would weight 'x'
+                before = _escape(piece.text[:start])
+                name = piece.text[start : operator.end()]
                 chunk = _join(before, f"({name})1") + piece.text[operator.end() :]
         if set_off or next_set_off:
             out = _join(out, chunk)
@@ -374,8 +411,8 @@ def _multi_prompt(text: str) -> list[tuple[list[_Piece], float]]:
     parts = []
     for part, weight in raw:
         pieces, _ = _pieces(part.strip(_WS))
-        if not _render(pieces).strip(_WS):
-            continue  # nothing to draw: its weight means nothing either
+        if not _render(pieces).strip():
+            continue  # nothing to draw (compel drops Unicode spaces too): no weight either
         _check_weights(pieces)
         if not -MAX_PART_WEIGHT <= weight <= MAX_PART_WEIGHT:
             raise InvalidRequest(
@@ -400,6 +437,7 @@ def _render_multi_prompt(parts: list[tuple[list[_Piece], float]]) -> str:
     quoted = []
     for pieces, _ in parts:
         body = re.sub("[\n\r]", " ", _render(pieces))  # a quoted string ends at a line end
+        body = re.sub(r"\\(?=[tnfr0-7xu])", r"\\ ", body)  # pyparsing would unescape '\t' etc.
         if body.endswith("\\"):
             body += " "  # or it would escape the closing quote
         quoted.append(f'"{body}"')
