@@ -326,9 +326,9 @@ async def start_set_from_interaction(
 ) -> None:
     """Accept the jobs of one command that made several prompts (permutations, --repeat).
 
-    Each is its own job and result message (the first in the command's response, the others
-    in follow-ups); together they take one of the user's queue places, the first job's. A job
-    that cannot be queued after the first (the queue filled up) ends the set, with a word."""
+    Each is its own job and result message (a follow-up each); together they take one of the
+    user's queue places, the first job's. A job that cannot be queued after the first (the
+    queue filled up) ends the set, with a word."""
     origin = origin_from_interaction(interaction)
     if not interaction.response.is_done():
         await interaction.response.defer(thinking=True)

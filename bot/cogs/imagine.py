@@ -110,7 +110,13 @@ class Imagine(commands.Cog):
         if len(prompts) == 1:
             await start_from_interaction(self.bot, interaction, ask)
         else:
-            asks = [dataclasses.replace(ask, prompt=text) for text in prompts]
+            # A repeated prompt makes new images: the seed given (if any) is its first run's.
+            asks = [
+                dataclasses.replace(
+                    ask, prompt=text, seed=ask.seed if text not in prompts[:i] else None
+                )
+                for i, text in enumerate(prompts)
+            ]
             await start_set_from_interaction(self.bot, interaction, asks)
 
     def _prompts(self, prompt: str, repeat: int | None) -> list[str]:

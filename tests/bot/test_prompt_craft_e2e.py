@@ -218,10 +218,11 @@ async def test_permutations_make_one_message_each_and_take_one_queue_place(
 
     # --repeat alone: the same prompt, new seeds, one message each.
     again = await standin.slash_command(
-        world.bob, world.general, "imagine", {"prompt": "a boat --repeat 2"}
+        world.bob, world.general, "imagine", {"prompt": "a boat --repeat 2", "seed": 77}
     )
     await again.wait_ack(3)
     boats = await finished_sets(standin, world.bob, 2)
     boat_jobs = [await job_for_message(bot, m.id) for m in boats]
     assert {j.prompt for j in boat_jobs} == {"a boat"}
     assert boat_jobs[0].seed != boat_jobs[1].seed
+    assert 77 in {j.seed for j in boat_jobs}  # the seed given is the first run's
