@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.replies import FLAGS
 from lifecycle.storage import Presets
 
 OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 """What ``/prefer option set name:`` takes: a short lowercase word (``--name`` in prompts)."""
-RESERVED_OPTIONS = frozenset({"seed", "no", "ar", "aspect", "raw", "strength", "tile", "repeat"})
-"""Reply flags: an option of one of these names would never be reached."""
+RESERVED_OPTIONS = frozenset({*FLAGS, "repeat"})
+"""Reply flags and /imagine's ``--repeat``: an option of one of these names would clash."""
 MAX_OPTIONS = 25
 MAX_PRESET_CHARS = 1000
 

@@ -9,7 +9,9 @@ from engine.requests import MAX_STRENGTH, MIN_STRENGTH
 
 REROLL_WORDS = {"", "🔄", "again", "reroll", "re-roll", "more", "再来", "再來", "重来", "重來"}
 _MENTION = re.compile(r"^\s*<@!?(\d+)>\s*")
-_FLAG_SPLIT = re.compile(r"\s--(seed|no|ar|aspect|raw|strength|tile)\b=?")
+FLAGS = ("seed", "no", "ar", "aspect", "raw", "strength", "tile")
+"""The ``--flags`` a reply may carry."""
+_FLAG_SPLIT = re.compile(rf"\s--({'|'.join(FLAGS)})\b=?")
 
 
 @dataclass(frozen=True)

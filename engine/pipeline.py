@@ -811,7 +811,8 @@ def zoom_canvas(
 def _eager(on: bool) -> Iterator[None]:
     """Under ``IMAGINE_COMPILE``, run a block eagerly (when ``on``) instead of compiling it.
 
-    For batches whose shapes the warm-up does not cover (prompts past one 77-token window):
+    For batches the warm-up does not cover (prompts past one 77-token window, whose
+    cross-attention is longer, and tile batches, whose padding mode the graphs guard on):
     a recompilation would hold every queued user for tens of seconds, while one eager batch
     costs only the difference between eager and compiled speed (BENCHMARKS.md)."""
     if not on:

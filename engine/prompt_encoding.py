@@ -6,9 +6,9 @@ embedding, weights applied per token and long prompts encoded in chunks of 77 to
 chunk its own BOS ... EOS window (AUTOMATIC1111's scheme; the pooled embedding is the first
 chunk's). Every other prompt goes through diffusers' own ``encode_prompt``, the exact code
 path of the releases before compel, so a prompt without syntax gives exactly the pixels it
-gave then. (For such prompts the two agree bit for bit anyway: ``tests/engine/test_prompt_
-weights.py`` checks it; diffusers is kept for them because compel's parser reads some plain
-prose, such as ``well-lit`` or ``f/1.8``, as syntax.)
+gave then. (For such prompts the two agree bit for bit anyway, as
+``tests/engine/test_prompt_weights.py`` checks; diffusers is kept for them because compel's
+parser would read some plain prose as syntax: ``engine/prompt_syntax.py`` lists what.)
 
 The number of chunks is the cross-attention's sequence length (77 per chunk): jobs with
 different counts cannot share a UNet call without padding one of them, which would change its

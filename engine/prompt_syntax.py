@@ -101,7 +101,9 @@ _COMPEL_SUFFIX = re.compile(r"\++|-+|\d+\.\d*|\.\d+|\d+")
 # except a sign followed by a word character (well-lit, -5) and backslash escapes (\, \-).
 # Atomic, so a word ending in '\-' is never re-split to make '-' a weight suffix.
 _WORD = r"(?>(?:\\[,.=+\-]|[+-](?=[^ \t\n\r,.=+\-])|[^ \t\n\r,.=+\-])+)"
-_WORD_WEIGHT = re.compile(_WORD + r"(?P<signs>\++|-+)")
+# Starting only where a word starts: tried at every character of a long word (6000 '['), the
+# greedy word would be re-read to its end each time, quadratic on the event loop.
+_WORD_WEIGHT = re.compile(r"(?<![^ \t\n\r,.=+\-])" + _WORD + r"(?P<signs>\++|-+)")
 # Characters compel cannot parse inside a group: '=' and signs not attached to a word.
 _LOOSE = re.compile(_WORD + r"|(?P<loose>(?:=|[+-](?![^ \t\n\r,.=+\-]))+)")
 # Operators that take the next '(' as their argument, even across whitespace.

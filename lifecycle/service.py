@@ -556,7 +556,8 @@ class JobService:
             live, job = await self._ready(job)
             if job.status == "cancelled":
                 return
-            flagged = await self._flagged(job, result)
+            source = await self._source(job)
+            flagged = self._flagged(job, result, source)
             job = dataclasses.replace(
                 job, seeds=result.seeds, flagged=flagged, withheld=result.withheld
             )
@@ -568,7 +569,7 @@ class JobService:
                 notes,
                 [(f.filename, f.data) for f in result.files],
                 [f.index in flagged for f in result.files],
-                source=await self._source(job),
+                source=source,
             )
             await self.storage.mark_done(
                 job.id,
@@ -601,14 +602,13 @@ class JobService:
             return None
         return await self.storage.get_job(job.parent_job_id)
 
-    async def _flagged(self, job: Job, result: Finished) -> tuple[int, ...]:
+    @staticmethod
+    def _flagged(job: Job, result: Finished, source: Job | None) -> tuple[int, ...]:
         """The result's images to show as spoilers: those the safety filter flagged, and all
         of them when they were made from a picture it had flagged (a variation, upscale or
-        zoom of a hidden picture stays hidden)."""
-        if job.derived:
-            parent = await self.storage.get_job(job.parent_job_id or 0)
-            if parent is not None and job.parent_index in parent.flagged:
-                return tuple(f.index for f in result.files)
+        zoom of a hidden picture stays hidden). ``source``: the job it was made from."""
+        if job.derived and source is not None and job.parent_index in source.flagged:
+            return tuple(f.index for f in result.files)
         return tuple(result.flagged)
 
     async def _from_stored_image(self, job: Job) -> bool:
