@@ -54,6 +54,8 @@ from engine.requests import (
 )
 from engine.seamless import circular_padding
 from engine.settings import EngineSettings
+from engine.style_adapters import StyleAdapters, lora_location
+from engine.styles import Style, load_styles, styled_texts
 from engine.tiling import TiledUNet
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,6 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[StepProgress], object]
 
 PREVIEW_MAX_SIDE = 256
-DEFAULT_LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 CLIP_MAX_TOKENS = 77  # SDXL's CLIP text encoders, BOS and EOS included
 MEMORY_HINT = (
     "SDXL in fp16 needs about 10 GB of free GPU memory for 1024x1024 images in a batch of 4 "
@@ -126,24 +127,10 @@ def _not_found(what: str, name: str, exc: BaseException) -> ModelNotFound:
 
 def _load_lora(pipe: StableDiffusionXLPipeline, lora: str) -> None:
     """Load a LoRA from a .safetensors file, a folder or a hub id, fuse it and drop the adapter."""
-    path = Path(lora).expanduser()
-    if path.is_file():
-        source, weight_name = str(path.parent), path.name
-    elif path.is_dir():
-        files = sorted(p.name for p in path.glob("*.safetensors"))
-        if DEFAULT_LORA_WEIGHT_NAME in files or not files:
-            weight_name = DEFAULT_LORA_WEIGHT_NAME
-        else:
-            weight_name = files[0]
-        source = str(path)
-    elif lora.endswith(".safetensors") and lora.count("/") >= 2 and not lora.startswith((".", "/")):
-        # "owner/repo/file.safetensors": a file inside a hub repository.
-        source, weight_name = lora.rsplit("/", 1)
-    elif lora.endswith(".safetensors"):
-        raise ModelNotFound(f"LoRA file '{lora}' not found.")
-    else:
-        # Offline loading from the hub cache needs the file name, not just the repo id.
-        source, weight_name = lora, DEFAULT_LORA_WEIGHT_NAME
+    try:
+        source, weight_name = lora_location(lora)
+    except FileNotFoundError as exc:
+        raise ModelNotFound(str(exc)) from None
     try:
         pipe.load_lora_weights(source, weight_name=weight_name)
     except _MISSING as exc:
@@ -233,6 +220,7 @@ class Engine:
         preview_vae: AutoencoderTiny | None = None,
         decoder: AutoencoderKL | AutoencoderTiny | None = None,
         compile_cache: Path | None = None,
+        styles: StyleAdapters | None = None,
     ) -> None:
         self.pipe = pipe
         self.settings = settings
@@ -245,6 +233,8 @@ class Engine:
         self.device = pipe._execution_device
         self.dtype = pipe.unet.dtype
         self.prompts = PromptEncoder(pipe, self.device)
+        # IMAGINE_STYLES: every style's LoRA, one in the pipeline per batch (none: no slots).
+        self.styles = styles if styles is not None else StyleAdapters(pipe, {})
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
         self._tiled: StableDiffusionXLImg2ImgPipeline | None = None
         self._inpaint: StableDiffusionXLInpaintPipeline | None = None
@@ -298,6 +288,8 @@ class Engine:
             if settings.lora:
                 # After the move, so the LoRA is fused on the GPU rather than the CPU.
                 _load_lora(pipe, settings.lora)
+            # After the LCM-LoRA is fused: the style slots are the only adapters.
+            styles = StyleAdapters.load(pipe, load_styles(settings.styles))
             if settings.low_memory:
                 _save_memory(pipe, device, offload)
             decoder = None
@@ -328,7 +320,12 @@ class Engine:
         # Otherwise diffusers uses PyTorch's scaled_dot_product_attention (SDPA) by default.
         log.info("model ready in %.1f s", time.perf_counter() - started)
         return cls(
-            pipe, settings, preview_vae=preview_vae, decoder=decoder, compile_cache=compile_cache
+            pipe,
+            settings,
+            preview_vae=preview_vae,
+            decoder=decoder,
+            compile_cache=compile_cache,
+            styles=styles,
         )
 
     def _compile(self) -> bool:
@@ -460,16 +457,18 @@ class Engine:
         if len({r.batch_key for r in requests}) != 1:
             raise ValueError("generate_batch() needs requests that share one batch_key")
         first = requests[0]
+        style = self._style(first)
         started = time.perf_counter()
         notes: list[list[str]] = []
         jobs: list[_Job] = []
         try:
+            # Before encoding: a style's LoRA may change the text encoders too.
+            self.styles.activate(style.name if style else None)
             for index, request in enumerate(requests):
                 request_notes = list(request.notes)
-                prompt = self._fit_prompt(request.prompt, "Prompt", request_notes)
-                negative = self._fit_prompt(
-                    request.negative_prompt, "Negative prompt", request_notes
-                )
+                text, negative_text = styled_texts(style, request.prompt, request.negative_prompt)
+                prompt = self._fit_prompt(text, "Prompt", request_notes)
+                negative = self._fit_prompt(negative_text, "Negative prompt", request_notes)
                 conditioning = self.prompts.encode(prompt, negative, guidance=self._cfg(first))
                 init_image, mask = self._read_source(request)
                 notes.append(request_notes)
@@ -508,6 +507,23 @@ class Engine:
             seconds,
         )
         return results
+
+    def _style(self, spec: GenerationRequest) -> Style | None:
+        """The loaded style a batch asks for (None: no style).
+
+        Raises:
+            InvalidRequest: a style this engine did not load (its LoRA failed, or this worker
+                has another IMAGINE_STYLES file than the bot).
+        """
+        if not spec.style:
+            return None
+        style = self.styles.style(spec.style)
+        if style is None:
+            raise InvalidRequest(
+                f"The style '{spec.style}' is not available right now (its LoRA is not loaded "
+                "where the images are made). Pick another style or none."
+            )
+        return style
 
     def _cfg(self, spec: GenerationRequest) -> bool:
         """Whether classifier-free guidance runs (LCM's guidance-embedding UNets never do)."""

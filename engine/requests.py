@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from engine.errors import InvalidRequest
 from engine.prompt_syntax import to_compel
+from engine.styles import Style
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,6 +72,7 @@ class GenerationRequest:
     operation: Operation = "generate"
     zoom: float = 1.0  # ``zoom`` only: how much the picture shrinks (> 1)
     tile: bool = False  # seamless texture: circular padding in the UNet and the VAE
+    style: str = ""  # an IMAGINE_STYLES style's name ("": none); the engine adds its LoRA
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -91,6 +93,7 @@ class GenerationRequest:
             self.operation,
             self.zoom,
             self.tile,  # padding is set per UNet call, so a batch is all tiles or none
+            self.style.casefold(),  # one style LoRA per batch (engine/style_adapters.py)
         )
 
     @property
@@ -203,6 +206,7 @@ def make_request(
     strength: float = 0.6,
     count: int | None = None,
     tile: bool = False,
+    style: Style | None = None,
 ) -> GenerationRequest:
     """Turn user input into a validated request.
 
@@ -216,6 +220,8 @@ def make_request(
         strength: how far img2img may move away from ``init_image`` (0.1..1).
         count: images to make; ``settings.images_per_request`` when None.
         tile: make seamless textures (the images tile when laid side by side).
+        style: a style already checked for this channel (``StyleCatalog.choose``); its
+            negative words raise guidance like a negative prompt does.
 
     Raises:
         InvalidRequest: with a user-readable ``user_message``.
@@ -250,7 +256,7 @@ def make_request(
 
     guidance = settings.guidance
     notes: list[str] = []
-    if negative_prompt and guidance <= 1.0:
+    if (negative_prompt or (style is not None and style.negative)) and guidance <= 1.0:
         # At guidance <= 1 classifier-free guidance is off and the negative prompt is unused.
         guidance = settings.negative_guidance
         notes.append(
@@ -270,4 +276,5 @@ def make_request(
         strength=float(strength),
         notes=tuple(notes),
         tile=bool(tile),
+        style=style.name if style is not None else "",
     )

@@ -39,3 +39,4 @@ class EngineSettings(BaseSettings):
     preview_vae: str = ""
     translator: str = "Helsinki-NLP/opus-mt-zh-en"
     safety_model: str = ""
+    styles: str = ""  # a TOML file of curated styles (engine/styles.py); empty: none

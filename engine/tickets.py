@@ -27,7 +27,7 @@ SafetyMode = Literal["off", "spoiler", "withhold"]
 FailReason = Literal["engine", "timeout", "version", "gave_up", "crash", "refused"]
 DEFAULT_FILE_LIMIT = 10 * 2**20
 # Request fields added after schema version 1 shipped, with the values that mean "as before".
-_OPTIONAL_REQUEST_FIELDS = {"operation": "generate", "zoom": 1.0, "tile": False}
+_OPTIONAL_REQUEST_FIELDS = {"operation": "generate", "zoom": 1.0, "tile": False, "style": ""}
 
 
 class WireError(ValueError):

@@ -195,3 +195,45 @@ def own_redis(tmp_path: Path):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_styles_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """An IMAGINE_STYLES file for the tiny pipeline: ``ink`` (a UNet + text-encoder LoRA, with
+    trigger and negative words), ``neon`` (another rank and other modules), ``velvet``
+    (``nsfw_only``), and one broken entry (no ``lora``) that must be left out."""
+    from diffusers import UNet2DConditionModel
+    from tiny_models import build_tiny_lora
+    from transformers import CLIPTextModel
+
+    folder = tmp_path_factory.mktemp("tiny_styles")
+    unet = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(tiny_model_dir / "text_encoder")
+    ink = build_tiny_lora(folder / "ink.safetensors", unet, text_encoder=text_encoder, seed=11)
+    neon = build_tiny_lora(
+        folder / "neon", unet, rank=8, targets=("to_k", "ff.net.2", "proj_in"), seed=12
+    )
+    velvet = build_tiny_lora(folder / "velvet.safetensors", unet, seed=13)
+    path = folder / "styles.toml"
+    path.write_text(
+        f"""
+[ink]
+lora = "{ink}"
+weight = 0.8
+trigger = "ink wash painting"
+negative = "color"
+
+[neon]
+lora = "{neon}"
+
+[velvet]
+lora = "{velvet}"
+weight = 1.5
+nsfw_only = true
+
+[broken]
+weight = 0.5
+""",
+        encoding="utf-8",
+    )
+    return path

@@ -159,18 +159,29 @@ def build_tiny_sdxl(path: str | Path):
     return pipe
 
 
-def build_tiny_lora(path: str | Path, unet, scale: float = 4.0) -> Path:
+def build_tiny_lora(
+    path: str | Path,
+    unet,
+    scale: float = 4.0,
+    *,
+    rank: int = 4,
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0"),
+    seed: int = TINY_SEED + 1,
+    text_encoder=None,
+) -> Path:
     """Save a random LoRA for ``unet`` (attention projections) and return the .safetensors path.
 
     ``path`` is the file to write (``*.safetensors``) or a directory for
     ``pytorch_lora_weights.safetensors``. ``lora_B`` is scaled up so the LoRA visibly changes
-    pixels. ``unet`` itself is left untouched (a copy gets the adapter).
+    pixels. ``rank``, ``targets`` and ``seed`` make LoRAs that differ (styles); with
+    ``text_encoder`` (a CLIP text model) the LoRA changes its q/v projections too. The models
+    themselves are left untouched (copies get the adapters).
     """
     import copy
 
     from diffusers import StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     path = Path(path)
@@ -178,23 +189,31 @@ def build_tiny_lora(path: str | Path, unet, scale: float = 4.0) -> Path:
         directory, weight_name = path.parent, path.name
     else:
         directory, weight_name = path, "pytorch_lora_weights.safetensors"
-    torch.manual_seed(TINY_SEED + 1)
-    unet = copy.deepcopy(unet)
-    config = LoraConfig(
-        r=4,
-        lora_alpha=4,
-        init_lora_weights=False,
-        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-    )
-    unet.add_adapter(config)
-    with torch.no_grad():
-        for name, parameter in unet.named_parameters():
-            if "lora_B" in name:
-                parameter.mul_(scale)
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    torch.manual_seed(seed)
+
+    def lora_of(model, target_modules) -> dict:
+        model = copy.deepcopy(model)
+        config = LoraConfig(
+            r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=list(target_modules)
+        )
+        inject_adapter_in_model(config, model)  # peft itself: any torch model
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.mul_(scale)
+        state = get_peft_model_state_dict(model)
+        # diffusers names attention projections its own way (lora.down/up), the rest as peft
+        # does (lora_A/B); it loads either, but not a mix, so mixed targets stay in peft names.
+        if set(target_modules) <= {"to_q", "to_k", "to_v", "to_out.0"}:
+            state = convert_state_dict_to_diffusers(state)
+        return state
+
+    layers = {"unet_lora_layers": lora_of(unet, targets)}
+    if text_encoder is not None:
+        layers["text_encoder_lora_layers"] = lora_of(text_encoder, ("q_proj", "v_proj"))
     directory.mkdir(parents=True, exist_ok=True)
     StableDiffusionXLPipeline.save_lora_weights(
-        save_directory=str(directory), unet_lora_layers=state, weight_name=weight_name
+        save_directory=str(directory), weight_name=weight_name, **layers
     )
     return directory / weight_name
 
