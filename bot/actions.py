@@ -31,6 +31,7 @@ from engine.requests import (
     VARY_STRONG,
     VARY_SUBTLE,
 )
+from engine.styles import Style
 from engine.translation import needs_translation
 from engine.uploads import IMAGE_PROMPT_STRENGTH
 from lifecycle.service import JobRejected
@@ -78,6 +79,7 @@ class Ask:
     tile: bool = False  # seamless texture (circular padding)
     typed: bool = False  # the requester just typed the prompt: their /prefer presets apply
     group_id: int | None = None  # the first job of the set this one belongs to (permutations)
+    style: str = ""  # an IMAGINE_STYLES style's name ("": none); checked in ``submit``
 
 
 # Most characters of a prompt that go to the translator: ~500 Chinese characters already fill
@@ -214,6 +216,21 @@ async def _with_presets(bot: ImagineBot, origin: Origin, ask: Ask) -> tuple[Ask,
     return ask, notes if applied.added else []
 
 
+def _style(
+    bot: ImagineBot, settings: GuildSettings | None, name: str, *, nsfw: bool
+) -> Style | None:
+    """The style ``name`` (None for no style), checked for this channel: autocomplete only
+    suggests, so the submitted name may be anything.
+
+    Raises:
+        InvalidRequest: a style this server does not offer here, with the ones it does.
+    """
+    if not name:
+        return None
+    allowed = settings.allowed_styles if settings else ()
+    return bot.styles.choose(name, allowed, nsfw=nsfw)
+
+
 async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
     """Check the guild's rules, translate, validate, store and queue a generation.
 
@@ -235,6 +252,10 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
     _check_texts(origin, settings, [ask.prompt], negatives, nsfw=nsfw)
     per_user_limit = settings.per_user_limit if settings else None
     bot.jobs.check_capacity(ask.kind, origin.requester_id, per_user_limit, origin.locale)
+    try:
+        style = _style(bot, settings, ask.style, nsfw=nsfw)
+    except InvalidRequest as exc:
+        raise JobRejected(exc.user_message) from exc
     interpreted, notes = await _interpret(bot, ask, origin.locale)
     if interpreted and interpreted != ask.prompt:
         _check_texts(origin, settings, [ask.prompt, interpreted], negatives, nsfw=nsfw)
@@ -249,6 +270,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
             count=ask.count,
             strength=ask.strength if ask.strength is not None else VARY_STRONG,
             tile=ask.tile,
+            style=style,
         )
     except InvalidRequest as exc:
         raise JobRejected(exc.user_message) from exc
@@ -284,6 +306,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
         from_upload=from_upload,
         tile=request.tile,
         group_id=ask.group_id,
+        style=request.style,
     )
     job = await bot.jobs.accept(new, per_user_limit=per_user_limit, source=ask.upload)
     bot.jobs.set_notes(job.id, [*preset_notes, *notes, *request.notes])
@@ -399,6 +422,7 @@ def ask_from_job(job: Job, **changes: object) -> Ask:
         # A seamless texture's re-rolls and variations tile too; an upscale or a zoom of one
         # is a picture, not a tile (its blended tiles or new border would not wrap).
         tile=job.tile and kind not in ("upscale", "zoom"),
+        style=job.style,
     )
     return dataclasses.replace(ask, **changes)  # type: ignore[arg-type]
 
@@ -778,6 +802,8 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
         changes["strength"] = command.strength
     if command.tile and job.kind not in ("upscale", "zoom"):
         changes["tile"] = True
+    if command.style is not None:
+        changes["style"] = command.style
     locale = str(message.guild.preferred_locale) if message.guild else None
     try:
         if picture is not None:

@@ -24,6 +24,7 @@ from bot.settings import BotSettings
 from engine import EngineError, EngineRunner
 from engine.executor import TicketExecutor
 from engine.settings import COMPILE_CACHE
+from engine.styles import load_styles
 from gallery.listing import GalleryListing
 from gallery.thumbnails import ThumbnailStore
 from lifecycle.backend import Backend
@@ -77,6 +78,8 @@ class ImagineBot(commands.Bot):
             command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options
         )
         self.settings = settings
+        # The styles /imagine offers (IMAGINE_STYLES); with the GPU here, those that loaded.
+        self.styles = load_styles(settings.engine.styles)
         self._load_engine = load_engine or self._default_engine_loader
         self.runner = EngineRunner(self._load_engine)
         self.queue = FairQueue(settings.queue_max_jobs, settings.queue_per_user)
@@ -96,7 +99,9 @@ class ImagineBot(commands.Bot):
         from engine import Engine
 
         return Engine.load(
-            self.settings.engine, compile_cache=self.settings.data_dir / COMPILE_CACHE
+            self.settings.engine,
+            compile_cache=self.settings.data_dir / COMPILE_CACHE,
+            styles=self.styles,  # read once: a broken entry is logged once
         )
 
     async def setup_hook(self) -> None:
@@ -118,6 +123,10 @@ class ImagineBot(commands.Bot):
         self.add_dynamic_items(JobButton)
         if not self.runner.started and not self.settings.uses_workers:
             await self.runner.start()  # loads the model on the GPU thread; the loop stays free
+        if not self.settings.uses_workers:
+            loaded = getattr(self.runner.engine, "styles", None)
+            if loaded is not None:  # a style whose LoRA failed is not offered
+                self.styles = self.styles.only(loaded.names)
         # Translation runs here in both modes; the image classifier runs next to generation
         # (on the workers when there are workers).
         loading = [self._load_translator()]

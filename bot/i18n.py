@@ -38,6 +38,7 @@ COMMAND_TEXT: dict[str, str] = {
     "imagine.strength": "How far to move away from the picture: 0.1 close to 1.0 free (0.6)",
     "imagine.tile": "Make seamless textures: the images tile when laid side by side",
     "imagine.repeat": "Run the prompt this many times, each a set of its own (like --repeat)",
+    "imagine.style": "A style the server's operator curated (type to search)",
     "imagine-settings": "Imagine settings for this server (needs Manage Server)",
     "prefer": "Your own presets for the prompts you type (only you see them)",
     "prefer.suffix": "Text added to the end of each of your new prompts",
@@ -104,6 +105,10 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     COMMAND_TEXT["imagine.repeat"]: {
         SIMPLIFIED: "把提示词运行这么多次，每次单独一组（同 --repeat）",
         TRADITIONAL: "把提示詞執行這麼多次，每次單獨一組（同 --repeat）",
+    },
+    COMMAND_TEXT["imagine.style"]: {
+        SIMPLIFIED: "机器人管理员精选的风格（输入文字搜索）",
+        TRADITIONAL: "機器人管理員精選的風格（輸入文字搜尋）",
     },
     COMMAND_TEXT["imagine.tile"]: {
         SIMPLIFIED: "生成无缝贴图：图片左右上下拼接不留接缝",

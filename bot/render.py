@@ -128,6 +128,7 @@ def result_text(
     parts = [
         f"{label} {' · '.join(str(s) for s in seeds)}",
         f"{job.width}×{job.height}" + (" tile" if job.tile else ""),
+        *([f"style {_escape(job.style)}"] if job.style else []),
         f"{job.steps} steps",
         f"guidance {job.guidance:g}",
     ]
@@ -187,6 +188,8 @@ def info_text(job: Job, chain: Sequence[Job] = ()) -> str:
         lines.append(f"strength:        {job.strength:g}")
     if job.tile:
         lines.append("tile:            yes (seamless texture)")
+    if job.style:
+        lines.append(f"style:           {_in_code(job.style)}")
     lines.append("```")
     if seeds and (job.derived or job.uploaded):
         # The picture it started from is part of the recipe: a reply to the result runs the

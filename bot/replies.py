@@ -6,10 +6,11 @@ import re
 from dataclasses import dataclass
 
 from engine.requests import MAX_STRENGTH, MIN_STRENGTH
+from engine.styles import NONE_WORDS
 
 REROLL_WORDS = {"", "🔄", "again", "reroll", "re-roll", "more", "再来", "再來", "重来", "重來"}
 _MENTION = re.compile(r"^\s*<@!?(\d+)>\s*")
-FLAGS = ("seed", "no", "ar", "aspect", "raw", "strength", "tile")
+FLAGS = ("seed", "no", "ar", "aspect", "raw", "strength", "tile", "style")
 """The ``--flags`` a reply may carry."""
 _FLAG_SPLIT = re.compile(rf"\s--({'|'.join(FLAGS)})\b=?")
 
@@ -27,6 +28,7 @@ class ReplyCommand:
     strength: float | None = None  # with a picture attached: how far from it (0.1-1.0)
     bad_strength: str | None = None
     tile: bool = False  # seamless texture
+    style: str | None = None  # ``--style NAME``: that style; "" (``--style none``): no style
 
 
 def is_blank(text: str) -> bool:
@@ -46,10 +48,10 @@ def strip_bot_mention(content: str, bot_id: int) -> str:
 def parse_reply(content: str) -> ReplyCommand:
     """Parse ``a red fox --seed 42 --ar 16:9 --raw --no blurry, text`` style replies.
 
-    ``--seed``, ``--ar``, ``--strength`` take one word; ``--raw`` and ``--tile`` take none;
-    ``--no`` takes
-    everything up to the next flag. What is left is the new prompt. An empty remainder (or a
-    re-roll word such as ``again`` or ``🔄``) keeps the replied job's prompt.
+    ``--seed``, ``--ar``, ``--strength``, ``--style`` take one word (``--style none``: no
+    style); ``--raw`` and ``--tile`` take none; ``--no`` takes everything up to the next flag.
+    What is left is the new prompt. An empty remainder (or a re-roll word such as ``again`` or
+    ``🔄``) keeps the replied job's prompt.
     """
     chunks = _FLAG_SPLIT.split(" " + content)
     prompt_parts = [chunks[0]]
@@ -61,6 +63,7 @@ def parse_reply(content: str) -> ReplyCommand:
     bad_strength: str | None = None
     raw = False
     tile = False
+    style: str | None = None
     for name, body in zip(chunks[1::2], chunks[2::2], strict=True):
         value, _, rest = body.strip().partition(" ")
         if name == "no":
@@ -76,6 +79,8 @@ def parse_reply(content: str) -> ReplyCommand:
                 seed = int(value)
             else:
                 bad_seed = value
+        elif name == "style":
+            style = "" if value.casefold() in NONE_WORDS else value or None
         elif name == "strength":
             strength = _strength(value)
             if strength is None:
@@ -95,6 +100,7 @@ def parse_reply(content: str) -> ReplyCommand:
         strength=strength,
         bad_strength=bad_strength,
         tile=tile,
+        style=style,
     )
 
 

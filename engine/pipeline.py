@@ -55,7 +55,7 @@ from engine.requests import (
 from engine.seamless import circular_padding
 from engine.settings import EngineSettings
 from engine.style_adapters import StyleAdapters, lora_location
-from engine.styles import Style, load_styles, styled_texts
+from engine.styles import Style, StyleCatalog, load_styles, styled_texts
 from engine.tiling import TiledUNet
 
 log = logging.getLogger(__name__)
@@ -252,11 +252,18 @@ class Engine:
     # -- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, settings: EngineSettings, *, compile_cache: Path | None = None) -> Engine:
+    def load(
+        cls,
+        settings: EngineSettings,
+        *,
+        compile_cache: Path | None = None,
+        styles: StyleCatalog | None = None,
+    ) -> Engine:
         """Load the pipeline, swap in LCMScheduler, fuse the LoRA, move to the device.
 
         ``compile_cache``: where ``IMAGINE_COMPILE`` keeps compiled kernels across restarts
-        (the bot and the worker pass ``<IMAGINE_DATA_DIR>/compile-cache``).
+        (the bot and the worker pass ``<IMAGINE_DATA_DIR>/compile-cache``). ``styles``: the
+        styles of ``IMAGINE_STYLES`` when the caller has read them already (else read here).
 
         Raises:
             ModelNotFound: the model, LoRA or VAE cannot be found. (A preview VAE that cannot
@@ -289,7 +296,8 @@ class Engine:
                 # After the move, so the LoRA is fused on the GPU rather than the CPU.
                 _load_lora(pipe, settings.lora)
             # After the LCM-LoRA is fused: the style slots are the only adapters.
-            styles = StyleAdapters.load(pipe, load_styles(settings.styles))
+            catalog = styles if styles is not None else load_styles(settings.styles)
+            adapters = StyleAdapters.load(pipe, catalog)
             if settings.low_memory:
                 _save_memory(pipe, device, offload)
             decoder = None
@@ -325,7 +333,7 @@ class Engine:
             preview_vae=preview_vae,
             decoder=decoder,
             compile_cache=compile_cache,
-            styles=styles,
+            styles=adapters,
         )
 
     def _compile(self) -> bool:
@@ -463,7 +471,7 @@ class Engine:
         jobs: list[_Job] = []
         try:
             # Before encoding: a style's LoRA may change the text encoders too.
-            self.styles.activate(style.name if style else None)
+            self.styles.activate(style.name if style else None, keep_graphs=self._compiled)
             for index, request in enumerate(requests):
                 request_notes = list(request.notes)
                 text, negative_text = styled_texts(style, request.prompt, request.negative_prompt)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from engine.hub import describe
 from engine.styles import Style, StyleCatalog, style_key
@@ -30,6 +31,7 @@ from engine.styles import Style, StyleCatalog, style_key
 log = logging.getLogger(__name__)
 
 SLOT = "style"
+_UNKNOWN = object()  # slot weights as peft made them (random down, zero up)
 NETWORKS = ("unet", "text_encoder", "text_encoder_2")
 """Pipeline components a style LoRA may change (the key prefixes of diffusers' format)."""
 DEFAULT_LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -139,13 +141,15 @@ class StyleAdapters:
         self._slots: dict[str, dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]]] = {}
         self._sources: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._targets: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self.current: str | None = None  # the style in the slots now (None: none)
-        self._filled = False  # the slots hold what ``current`` says (peft's init does not)
+        self.current: str | None = None  # the style the next batch gets (None: none)
+        self._content: str | object | None = _UNKNOWN  # what the slot weights hold (None: 0)
+        self._layers: list[BaseTunerLayer] = []  # the slot's LoRA layers, every network
+        self._enabled = True  # whether the slot's layers run (peft's adapter switch)
         self.switch_seconds = 0.0  # the last switch's duration (the benchmark reads it)
         if styles:
             self._make_slots([factors for _, factors in styles.values()])
             self._keep(styles)
-            self.activate(None)
+            self.activate(None, keep_graphs=True)
 
     @classmethod
     def load(cls, pipe, catalog: StyleCatalog) -> StyleAdapters:
@@ -202,6 +206,7 @@ class StyleAdapters:
             for module in modules:
                 layer = model.get_submodule(module)
                 slots[module] = (layer.lora_A[SLOT].weight, layer.lora_B[SLOT].weight)
+                self._layers.append(layer)
             self._slots[network] = slots
             log.info("style slot on %s: %d modules, rank %d", network, len(modules), rank)
 
@@ -229,8 +234,12 @@ class StyleAdapters:
             self._targets[key] = targets
 
     @torch.no_grad()
-    def activate(self, name: str | None) -> None:
-        """Put style ``name`` (None or "": no style) into the slots, unless it is there.
+    def activate(self, name: str | None, *, keep_graphs: bool = False) -> None:
+        """Make the next batch use style ``name`` (None or "": no style).
+
+        No style turns the slot's layers off, so an unstyled batch costs what it did before
+        styles existed, unless ``keep_graphs`` (a compiled UNet: turning layers off or on is a
+        change its graphs guard on); then the slot holds zeros, which add exactly nothing.
 
         Raises:
             KeyError: ``name`` is not a loaded style.
@@ -238,19 +247,40 @@ class StyleAdapters:
         key = style_key(name) if name else None
         if key is not None and key not in self._sources:
             raise KeyError(name)
-        if self._filled and key == self.current:
-            return
         started = time.perf_counter()
+        self.current = key
+        if key is None and not keep_graphs:
+            self._enable(False)
+        else:
+            self._enable(True)
+            if self._content != key:
+                self._fill(key)
+        self.switch_seconds = time.perf_counter() - started
+
+    def _enable(self, on: bool) -> None:
+        if on == self._enabled:
+            return
+        for layer in self._layers:
+            layer.enable_adapters(on)
+        if on:  # peft makes an enabled adapter trainable: these never train
+            for network in self._slots.values():
+                for pair in network.values():
+                    for parameter in pair:
+                        parameter.requires_grad_(False)
+        self._enabled = on
+
+    def _fill(self, key: str | None) -> None:
+        """Copy style ``key``'s factors into the slot weights (zeros elsewhere)."""
         slots = [p for network in self._slots.values() for pair in network.values() for p in pair]
         if slots:
             torch._foreach_zero_(slots)
         if key is not None:
-            targets = [t for pair in self._targets[key] for t in pair]
-            sources = [s for pair in self._sources[key] for s in pair]
-            for target, source in zip(targets, sources, strict=True):
-                target.copy_(source, non_blocking=True)
-        self.current, self._filled = key, True
-        self.switch_seconds = time.perf_counter() - started
+            for (down_slot, up_slot), (down, up) in zip(
+                self._targets[key], self._sources[key], strict=True
+            ):
+                down_slot.copy_(down, non_blocking=True)
+                up_slot.copy_(up, non_blocking=True)
+        self._content = key
 
 
 def _read_style(pipe, style: Style) -> LoraFactors:

@@ -77,6 +77,8 @@ def imagine_command(job: Job, seed: int) -> str:
         parts.append("raw:True")
     if job.tile:
         parts.append("tile:True")
+    if job.style:
+        parts.append(f"style:{job.style}")
     return " ".join(parts)
 
 

@@ -110,6 +110,7 @@ def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
         operation=_OPERATIONS.get(job.kind, "generate"),
         zoom=job.zoom or 1.0,
         tile=job.tile,
+        style=job.style,
     )
 
 

@@ -163,6 +163,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN group_id INTEGER;
     """,
+    # 8 -> 9: curated styles (IMAGINE_STYLES). A job's style is part of its recipe ('' = none);
+    # a server may offer only some of the styles ('[]' = all).
+    """
+    ALTER TABLE jobs ADD COLUMN style TEXT NOT NULL DEFAULT '';
+    ALTER TABLE guild_settings ADD COLUMN allowed_styles TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -222,6 +228,7 @@ class NewJob:
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
     tile: bool = False  # seamless texture (circular padding)
     group_id: int | None = None  # the first job of the set one command made (permutations)
+    style: str = ""  # the IMAGINE_STYLES style it was made with ("": none)
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,7 @@ class Job:
     from_upload: bool = False  # its pictures trace back to an upload: non-NSFW rules apply
     tile: bool = False  # seamless texture (circular padding)
     group_id: int | None = None  # the first job of the set one command made (permutations)
+    style: str = ""  # the IMAGINE_STYLES style it was made with ("": none)
 
     @property
     def derived(self) -> bool:
@@ -358,6 +366,7 @@ class GuildSettings:
     per_user_limit: int | None = None
     gallery_enabled: bool = False
     gallery_slug: str | None = None  # the secret part of the gallery's address, once made
+    allowed_styles: tuple[str, ...] = ()  # the styles /imagine offers here (empty: all)
 
     def allows_channel(self, channel_id: int) -> bool:
         """True when /imagine may be used in ``channel_id``."""
@@ -367,7 +376,12 @@ class GuildSettings:
 _JOB_JSON_COLUMNS = {"seeds", "images", "flagged", "withheld"}
 _JOB_BOOL_COLUMNS = {"raw", "nsfw_channel", "uploaded", "from_upload", "tile"}
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
-_SETTINGS_JSON_COLUMNS = ("allowed_channel_ids", "blocklist_add", "blocklist_remove")
+_SETTINGS_JSON_COLUMNS = (
+    "allowed_channel_ids",
+    "blocklist_add",
+    "blocklist_remove",
+    "allowed_styles",
+)
 _SETTINGS_FIELDS = tuple(f.name for f in fields(GuildSettings) if f.name != "guild_id")
 _SETTINGS_BOOL_COLUMNS = ("gallery_enabled",)
 _SHARE_FIELDS = tuple(f.name for f in fields(Share))

@@ -14,6 +14,7 @@ from discord.ext import commands
 from bot.actions import (
     Ask,
     handle_reply,
+    is_age_restricted,
     reject,
     start_from_interaction,
     start_set_from_interaction,
@@ -21,11 +22,12 @@ from bot.actions import (
 from bot.errors import explain
 from bot.i18n import COMMAND_TEXT, t
 from bot.permutations import PermutationError, expand, split_repeat
-from bot.render import escape_user_text
+from bot.render import escape_user_text, shorten
 from bot.replies import is_blank
 from bot.uploads import read_upload
 from engine import ASPECT_RATIOS
 from engine.requests import MAX_STRENGTH, MIN_STRENGTH
+from engine.styles import Style
 from engine.uploads import IMAGE_PROMPT_STRENGTH
 from lifecycle.service import JobRejected
 
@@ -54,6 +56,7 @@ class Imagine(commands.Cog):
         strength=COMMAND_TEXT["imagine.strength"],
         tile=COMMAND_TEXT["imagine.tile"],
         repeat=COMMAND_TEXT["imagine.repeat"],
+        style=COMMAND_TEXT["imagine.style"],
     )
     @app_commands.choices(aspect_ratio=ASPECT_CHOICES)
     async def imagine(
@@ -68,6 +71,7 @@ class Imagine(commands.Cog):
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
         tile: bool = False,
         repeat: app_commands.Range[int, 1, 25] | None = None,
+        style: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
         if is_blank(prompt):
             await interaction.response.send_message(
@@ -87,6 +91,7 @@ class Imagine(commands.Cog):
             raw=raw,
             tile=tile,
             typed=True,
+            style=(style or "").strip(),
         )
         if image is not None:
             # Downloading and fitting the picture may take a moment: acknowledge first.
@@ -119,6 +124,21 @@ class Imagine(commands.Cog):
             ]
             await start_set_from_interaction(self.bot, interaction, asks)
 
+    @imagine.autocomplete("style")
+    async def _style_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """The styles this channel offers whose names contain what was typed (at most 25).
+        Only a suggestion: ``submit`` checks the style that is sent."""
+        allowed: tuple[str, ...] = ()
+        if interaction.guild_id is not None:
+            allowed = (await self.bot.storage.guild_settings(interaction.guild_id)).allowed_styles
+        nsfw = is_age_restricted(interaction.channel)
+        return [
+            app_commands.Choice(name=_choice_name(s), value=s.name)
+            for s in self.bot.styles.suggest(current, allowed, nsfw=nsfw)
+        ]
+
     def _prompts(self, prompt: str, repeat: int | None) -> list[str]:
         """The prompts one /imagine makes: its permutations ``{a, b}`` (or ``{a|b}``) times
         ``--repeat`` (the option, or written in the prompt).
@@ -144,6 +164,13 @@ class Imagine(commands.Cog):
             text = explain(exc, locale, context=f"reply {message.id}")
             with contextlib.suppress(discord.HTTPException):
                 await message.reply(escape_user_text(text), mention_author=False)
+
+
+def _choice_name(style: Style) -> str:
+    """What the autocomplete list shows: the name, and the trigger words it adds."""
+    if not style.trigger:
+        return style.name
+    return shorten(f"{style.name} · {style.trigger}", 100)
 
 
 async def setup(bot: ImagineBot) -> None:

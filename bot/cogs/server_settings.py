@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot.blocklist import is_floor_term
 from bot.i18n import COMMAND_TEXT, t
+from bot.render import escape_user_text
 from lifecycle.storage import SAFETY_MODES, GuildSettings
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class ServerSettings(commands.Cog):
         block="Words to add to the blocklist (comma separated)",
         unblock="Words to remove from the blocklist (comma separated)",
         per_user_limit="Most jobs one member may have waiting",
+        styles="Styles /imagine offers here (names, comma separated); 'all' = every style",
     )
     @app_commands.choices(safety_mode=SAFETY_CHOICES, gallery=ON_OFF)
     async def settings(
@@ -61,6 +63,7 @@ class ServerSettings(commands.Cog):
         block: str | None = None,
         unblock: str | None = None,
         per_user_limit: app_commands.Range[int, 1, 50] | None = None,
+        styles: str | None = None,
     ) -> None:
         assert interaction.guild_id is not None
         storage = self.bot.storage
@@ -109,6 +112,12 @@ class ServerSettings(commands.Cog):
             )
         if per_user_limit is not None:
             changes["per_user_limit"] = per_user_limit
+        if styles is not None:
+            chosen, problem = self._styles(styles)
+            if problem:
+                await interaction.response.send_message(problem, ephemeral=True)
+                return
+            changes["allowed_styles"] = chosen
         if changes:
             if not interaction.permissions.manage_guild:
                 await interaction.response.send_message(
@@ -132,6 +141,21 @@ class ServerSettings(commands.Cog):
             ephemeral=True,
         )
 
+    def _styles(self, text: str) -> tuple[list[str], str | None]:
+        """The style names an admin typed, as the catalog spells them, or what is wrong."""
+        if text.strip().lower() == "all":
+            return [], None
+        names = _split_terms(text.replace(" ", ","))
+        found = [self.bot.styles.get(name) for name in names]
+        unknown = [name for name, style in zip(names, found, strict=True) if style is None]
+        if unknown or not names:
+            known = ", ".join(s.name for s in self.bot.styles) or "none are configured"
+            what = ", ".join(unknown) if unknown else "(nothing)"
+            return [], escape_user_text(
+                f"Unknown style(s): {what}. The styles are: {known} (or 'all')."
+            )
+        return sorted({s.name for s in found if s is not None}), None
+
 
 def _gallery_text(settings: GuildSettings, address: str | None) -> str:
     if not settings.gallery_enabled:
@@ -153,6 +177,7 @@ def _settings_text(settings: GuildSettings, *, saved: bool, gallery_address: str
         f"- extra blocked words: {len(settings.blocklist_add)}; unblocked defaults: "
         f"{len(settings.blocklist_remove)}",
         f"- queued jobs per member: {settings.per_user_limit or 'default'}",
+        f"- styles offered: {', '.join(settings.allowed_styles) or 'all'}",
     ]
     return "\n".join(lines)
 

@@ -228,3 +228,17 @@ def test_a_prompt_with_nothing_printable_is_empty():
         assert is_blank(text), repr(text)
         assert parse_reply(text).prompt is None  # a reply: re-roll
     assert not is_blank("a") and not is_blank("猫") and not is_blank("\u200bfox")
+
+
+def test_the_style_is_part_of_the_recipe():
+    job = facts(style="ink")
+    assert "style:ink" in render.info_text(job)  # the copyable /imagine line
+    assert "style:           ink" in render.info_text(job)
+    assert "style ink" in render.result_text(job)
+    assert "style" not in render.info_text(facts()) + render.result_text(facts())
+    command = parse_reply("a fox --style ink --seed 3")
+    assert command.style == "ink" and command.prompt == "a fox" and command.seed == 3
+    assert parse_reply("again --style None").style == ""  # none/off: no style
+    assert parse_reply("a fox --style off").style == ""
+    assert parse_reply("a stylish fox").style is None
+    assert parse_reply("a fox --style").style is None  # nothing named: unchanged

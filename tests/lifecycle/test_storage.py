@@ -77,7 +77,7 @@ async def storage(db_path: Path, clock: FakeClock):
 
 async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
     assert db_path.exists()
-    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 8
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 9
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -405,6 +405,30 @@ async def test_migration_v5_to_v6_keeps_jobs_as_plain_pictures(db_path: Path, cl
     try:
         assert (await store.get_job(1)).tile is False
         assert (await store.create_job(new_job(tile=True))).tile is True
+    finally:
+        await store.close()
+
+
+async def test_migration_v8_to_v9_keeps_jobs_unstyled_and_servers_offering_all(
+    db_path: Path, clock: FakeClock
+):
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as old:
+        assert await migrate(old, target=8) == 8
+        await old.execute(
+            "INSERT INTO jobs (kind, requester_id, channel_id, prompt, seed, width, height, "
+            "steps, guidance, count, created_at) "
+            "VALUES ('imagine', 4, 5, 'a fox', 8, 1024, 1024, 4, 1.0, 4, 100.0)"
+        )
+        await old.execute("INSERT INTO guild_settings (guild_id) VALUES (77)")
+    store = await Storage.open(db_path, clock=clock)
+    try:
+        assert (await store.get_job(1)).style == ""
+        assert (await store.create_job(new_job(style="ink"))).style == "ink"
+        assert (await store.guild_settings(77)).allowed_styles == ()
+        updated = await store.update_guild_settings(77, allowed_styles=["ink", "neon"])
+        assert updated.allowed_styles == ("ink", "neon")
+        assert (await store.guild_settings(77)).allowed_styles == ("ink", "neon")
     finally:
         await store.close()
 
