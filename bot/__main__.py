@@ -1,4 +1,7 @@
-"""``python -m bot``: read settings, set up logging, run the bot until SIGINT/SIGTERM."""
+"""``python -m bot``: read settings, set up logging, run the bot until SIGINT/SIGTERM.
+
+``python -m bot doctor`` checks the setup instead, without serving (``bot.doctor_cli``).
+"""
 
 from __future__ import annotations
 
@@ -127,6 +130,21 @@ async def _run() -> int:
     return bot.exit_code  # 3 when the generation watchdog stopped the bot
 
 
+async def _doctor() -> int:
+    """``python -m bot doctor``: check the setup without serving (``bot.doctor_cli``)."""
+    from bot.client import point_discord_py_at
+    from bot.doctor_cli import run_doctor
+    from bot.settings import BotSettings
+
+    try:
+        settings = BotSettings()
+    except ValidationError as exc:
+        print(_settings_error(exc), file=sys.stderr)
+        return 2
+    point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
+    return await run_doctor(settings, sys.stdout)
+
+
 def _exit(code: int) -> None:
     from bot.client import EXIT_GPU_STUCK
 
@@ -141,14 +159,15 @@ def _exit(code: int) -> None:
 
 
 def main() -> None:
+    doctor = sys.argv[1:] == ["doctor"]
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.WARNING if doctor else logging.INFO,  # the doctor prints its own lines
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     logging.getLogger("discord").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub logs each request
     _export_hub_settings()  # first: nothing may import huggingface_hub before this
-    _exit(asyncio.run(_run()))
+    _exit(asyncio.run(_doctor() if doctor else _run()))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from bot import blocklist
 from bot.actions import handle_button, reject, remix_submitted
 from bot.buttons import JobButton
 from bot.delivery import EDIT_INTERVAL, DiscordSink
+from bot.doctor import log_setup_problems
 from bot.errors import explain
 from bot.i18n import ImagineTranslator, t
 from bot.settings import BotSettings
@@ -90,6 +91,7 @@ class ImagineBot(commands.Bot):
         self.safety: Any = None
         self._attachment_limits: dict[int | None, int] = {}
         self._retention: asyncio.Task | None = None
+        self._doctor: asyncio.Task | None = None  # start-up's setup checks (bot/doctor.py)
         self._ops: Any = None  # engine.monitoring.OpsServer when IMAGINE_METRICS_PORT is set
         self.gallery_server: Any = None  # gallery.server.GalleryServer when IMAGINE_GALLERY_PORT
         self.exit_code = 0  # what `python -m bot` exits with (3: the GPU watchdog fired)
@@ -170,6 +172,11 @@ class ImagineBot(commands.Bot):
             await self.tree.sync(guild=guild)
         await self.tree.sync()
         log.info("ready to serve: engine loaded, %d job(s) recovered", len(self.queue))
+        # Once connected, setup problems (a missing permission...) are logged, off the start.
+        self._doctor = asyncio.create_task(
+            log_setup_problems(self, self.settings, self.storage.guild_settings),
+            name="imagine-doctor",
+        )
 
     def _backend(self) -> Backend:
         """Where tickets are generated: GPU workers over Redis when ``IMAGINE_QUEUE_URL`` is
@@ -302,6 +309,8 @@ class ImagineBot(commands.Bot):
         log.info("shutting down: finishing the running batch")
         if self._retention is not None:
             self._retention.cancel()
+        if self._doctor is not None:
+            self._doctor.cancel()
         if self._ops is not None:
             await self._ops.close()
         if self.gallery_server is not None:

@@ -11,6 +11,7 @@ worker. docs/redis-streams.md has the protocol.
 
 Exit codes: 0 after SIGTERM/SIGINT (the running batch is finished first), 1 when it cannot
 start, 3 when the generation watchdog fired (a supervisor should restart it).
+``python -m engine.worker doctor`` checks the setup without serving (``engine.doctor``).
 """
 
 from __future__ import annotations
@@ -589,6 +590,10 @@ def main() -> None:
         )
         print(f"error: bad settings: {problems}", file=sys.stderr)
         sys.exit(1)
+    if sys.argv[1:] == ["doctor"]:  # check the setup without serving (engine/doctor.py)
+        from engine.doctor import run_worker_doctor
+
+        sys.exit(run_worker_doctor(settings, engine_settings))
     try:
         code = asyncio.run(serve(settings, engine_settings))
     except EngineError as exc:

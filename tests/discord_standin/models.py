@@ -157,8 +157,10 @@ class User:
         }
 
     def member_payload(self, guild: Guild, *, with_user: bool = True) -> dict[str, Any]:
+        # The bot holds its managed role (its guild permissions), as when Discord adds a bot.
+        is_guild_bot = self.bot and self.id == guild.bot_user_id
         data: dict[str, Any] = {
-            "roles": [],
+            "roles": [str(guild.bot_role_id)] if is_guild_bot else [],
             "joined_at": guild.created_at,
             "deaf": False,
             "mute": False,
@@ -187,6 +189,38 @@ class Guild:
     preferred_locale: str = "en-US"
     channels: list[Channel] = field(default_factory=list)
     created_at: str = field(default_factory=iso_now)
+    bot_user_id: int = 0  # the bot's user id (0: no bot role, no overwrites in payloads)
+    bot_role_id: int = field(default_factory=new_snowflake)
+
+    @property
+    def role_bot_permissions(self) -> int:
+        """The bot's guild permissions as Discord computes them: @everyone's plus its role's."""
+        value = int(DEFAULT_MEMBER_PERMISSIONS) | permission_value(self.bot_permissions)
+        return ALL_PERMISSIONS if value & Perm.ADMINISTRATOR else value
+
+    def bot_role(self) -> dict[str, Any]:
+        """The bot's managed role; its permissions are the guild's ``bot_permissions``."""
+        return {
+            **self.everyone_role(),
+            "id": str(self.bot_role_id),
+            "name": "Imagine",
+            "permissions": str(permission_value(self.bot_permissions)),
+            "position": 1,
+            "managed": True,
+            "tags": {"bot_id": str(self.bot_user_id)},
+        }
+
+    def partial_payload(self) -> dict[str, Any]:
+        """The guild as ``GET /users/@me/guilds`` lists it (``permissions``: the bot's)."""
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "icon": None,
+            "banner": None,
+            "owner": False,
+            "permissions": str(self.role_bot_permissions),
+            "features": [],
+        }
 
     def everyone_role(self) -> dict[str, Any]:
         return {
@@ -231,7 +265,7 @@ class Guild:
             "public_updates_channel_id": None,
             "preferred_locale": self.preferred_locale,
             "features": [],
-            "roles": [self.everyone_role()],
+            "roles": [self.everyone_role(), *([self.bot_role()] if self.bot_user_id else [])],
             "emojis": [],
             "stickers": [],
             "channels": [c.payload(with_guild_id=False) for c in self.channels],
@@ -297,6 +331,19 @@ class Channel:
         value = permission_value(value)
         return ALL_PERMISSIONS if value & Perm.ADMINISTRATOR else value
 
+    def bot_overwrite(self) -> dict[str, Any] | None:
+        """A member overwrite for the bot that makes the permissions a client computes from
+        roles and overwrites (discord.py's ``permissions_for``) equal the ones the REST routes
+        enforce (``effective_bot_permissions``); None when they are equal already."""
+        guild = self.guild
+        if guild is None or not guild.bot_user_id:
+            return None
+        base, effective = guild.role_bot_permissions, self.effective_bot_permissions
+        allow, deny = effective & ~base, base & ~effective
+        if not (allow or deny):
+            return None
+        return {"id": str(guild.bot_user_id), "type": 1, "allow": str(allow), "deny": str(deny)}
+
     def payload(self, *, with_guild_id: bool = True) -> dict[str, Any]:
         if self.guild is None:
             assert self.recipient is not None
@@ -317,7 +364,7 @@ class Channel:
             "nsfw": self.nsfw,
             "rate_limit_per_user": 0,
             "last_message_id": None,
-            "permission_overwrites": [],
+            "permission_overwrites": [o for o in [self.bot_overwrite()] if o is not None],
             "flags": 0,
         }
         if with_guild_id:

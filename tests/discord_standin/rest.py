@@ -178,6 +178,7 @@ class RestApi:
         message = "/channels/{channel_id}/messages/{message_id}"
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/users/@me", self.get_me),
+            ("GET", "/users/@me/guilds", self.get_my_guilds),
             ("GET", "/users/{user_id}", self.get_user),
             ("POST", "/users/@me/channels", self.create_dm),
             ("GET", "/oauth2/applications/@me", self.get_application),
@@ -306,6 +307,25 @@ class RestApi:
             "banner": None,
             "accent_color": None,
         }
+
+    async def get_my_guilds(self, record: RecordedRequest, body: ParsedBody) -> Result:
+        """The bot's guilds by id, paged like Discord (``before``, ``after``, ``limit``)."""
+        guilds = sorted(self.standin.guilds, key=lambda g: g.id)
+        if "after" in record.query:
+            guilds = [g for g in guilds if g.id > int(record.query["after"])]
+        if "before" in record.query:
+            guilds = [g for g in guilds if g.id < int(record.query["before"])]
+        limit = max(1, min(200, int(record.query.get("limit", 200))))
+        guilds = guilds[-limit:] if "before" in record.query else guilds[:limit]
+        with_counts = record.query.get("with_counts", "false").lower() in ("true", "1")
+        listed = []
+        for guild in guilds:
+            data = guild.partial_payload()
+            if with_counts:
+                data["approximate_member_count"] = len(self.standin.members_of(guild)) + 1
+                data["approximate_presence_count"] = 0
+            listed.append(data)
+        return 200, listed
 
     async def get_user(self, record: RecordedRequest, body: ParsedBody, user_id: str) -> Result:
         user = self.standin.user_by_id(int(user_id))

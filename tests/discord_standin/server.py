@@ -176,6 +176,7 @@ class DiscordStandin:
             attachment_size_limit=attachment_size_limit,
             bot_permissions=permission_value(bot_permissions),
             preferred_locale=preferred_locale,
+            bot_user_id=self.bot_user.id,
         )
         self.guilds.append(guild)
         self._guilds_by_id[guild.id] = guild
