@@ -16,7 +16,6 @@ matmuls (BENCHMARKS.md "Styles"). With no styles there is no slot and no cost.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +144,6 @@ class StyleAdapters:
         self._content: str | object | None = _UNKNOWN  # what the slot weights hold (None: 0)
         self._layers: list[BaseTunerLayer] = []  # the slot's LoRA layers, every network
         self._enabled = True  # whether the slot's layers run (peft's adapter switch)
-        self.switch_seconds = 0.0  # the last switch's duration (the benchmark reads it)
         if styles:
             self._make_slots([factors for _, factors in styles.values()])
             self._keep(styles)
@@ -247,7 +245,6 @@ class StyleAdapters:
         key = style_key(name) if name else None
         if key is not None and key not in self._sources:
             raise KeyError(name)
-        started = time.perf_counter()
         self.current = key
         if key is None and not keep_graphs:
             self._enable(False)
@@ -255,7 +252,6 @@ class StyleAdapters:
             self._enable(True)
             if self._content != key:
                 self._fill(key)
-        self.switch_seconds = time.perf_counter() - started
 
     def _enable(self, on: bool) -> None:
         if on == self._enabled:
