@@ -237,3 +237,15 @@ weight = 0.5
         encoding="utf-8",
     )
     return path
+
+
+@pytest.fixture
+def hub():
+    """A stand-in Hugging Face Hub on loopback for one test (``tests/hub_standin.py``)."""
+    from tests.hub_standin import StandinHub
+
+    server = StandinHub()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -12,9 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -244,49 +241,6 @@ async def test_workers_are_seen_by_their_heartbeats(redis_url, queue_prefix):
 
 
 # ------------------------------------------------------------- python -m engine.worker doctor
-class StandinHub:
-    """The hub at ``HF_ENDPOINT``: ``imagine-test/present`` has every file, the rest is 404."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                hub.paths.append(self.path)
-                present = self.path.startswith("/imagine-test/present/")
-                self.send_response(200 if present else 404)
-                if present:
-                    self.send_header("ETag", '"abc"')
-                    self.send_header("X-Repo-Commit", "0" * 40)
-                else:
-                    self.send_header("X-Error-Code", "RepoNotFound")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_HEAD = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def hub() -> Iterator[StandinHub]:
-    server = StandinHub()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def test_the_worker_doctor_names_each_problem_with_its_fix(tmp_path, hub):
     redis_port = free_port()  # nothing listens there
     env = {
@@ -344,7 +298,7 @@ def test_the_worker_doctor_names_each_problem_with_its_fix(tmp_path, hub):
     assert by_name["disk (IMAGINE_DATA_DIR)"].startswith("ok")
     assert by_name["IMAGINE_METRICS_PORT"] == "ok   IMAGINE_METRICS_PORT: off"
     assert lines[-1].startswith("2 of 6 checks failed")
-    assert "/imagine-test/present/resolve/main/config.json" in hub.paths
+    assert "/imagine-test/present/resolve/main/config.json" in hub.paths()
     assert "Traceback" not in done.stderr
 
 

@@ -14,73 +14,16 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
+from tests.hub_standin import StandinHub
 
 REPO = Path(__file__).resolve().parents[2]
 
 # What the loaders' start-up may cost at most when the hub is unreachable. Without the fast
 # path, transformers retried every file for ~25 s: 4m40s for the default translator.
 FAIL_FAST_S = 15.0
-
-
-class StandinHub:
-    """A local HTTP server in the hub's place: records requests, answers by repository name.
-
-    ``<owner>/down``: 500 (the hub is down); ``<owner>/hangs``: no answer until ``close``;
-    anything else: 404 Repository Not Found (a wrong id).
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
-        self._release = threading.Event()
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                hub.requests.append((self.command, self.path))
-                if "/hangs/" in self.path:
-                    hub._release.wait(60)
-                    return
-                status, code = (500, "") if "/down/" in self.path else (404, "RepoNotFound")
-                self.send_response(status)
-                if code:
-                    self.send_header("X-Error-Code", code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_HEAD = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def paths(self) -> list[str]:
-        return [path for _, path in self.requests]
-
-    def close(self) -> None:
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@pytest.fixture
-def hub() -> Iterator[StandinHub]:
-    server = StandinHub()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def online_env(endpoint: str, **extra: str) -> dict[str, str]:
