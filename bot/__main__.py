@@ -87,16 +87,27 @@ def _startup_error(exc: BaseException, settings) -> str | None:
     return None
 
 
-async def _run() -> int:
-    from bot.client import create_bot, point_discord_py_at
+def _settings():
+    """The bot's settings, with discord.py pointed at their Discord; None (after printing
+    why) when they cannot be read."""
+    from bot.client import point_discord_py_at
     from bot.settings import BotSettings
 
     try:
         settings = BotSettings()
     except ValidationError as exc:
         print(_settings_error(exc), file=sys.stderr)
-        return 2
+        return None
     point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
+    return settings
+
+
+async def _run() -> int:
+    from bot.client import create_bot
+
+    settings = _settings()
+    if settings is None:
+        return 2
     bot = create_bot(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -132,16 +143,11 @@ async def _run() -> int:
 
 async def _doctor() -> int:
     """``python -m bot doctor``: check the setup without serving (``bot.doctor_cli``)."""
-    from bot.client import point_discord_py_at
     from bot.doctor_cli import run_doctor
-    from bot.settings import BotSettings
 
-    try:
-        settings = BotSettings()
-    except ValidationError as exc:
-        print(_settings_error(exc), file=sys.stderr)
+    settings = _settings()
+    if settings is None:
         return 2
-    point_discord_py_at(settings.discord_api_base, settings.discord_gateway_url)
     return await run_doctor(settings, sys.stdout)
 
 
