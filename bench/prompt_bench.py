@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,21 +102,6 @@ def cases(encoder: Any) -> dict[str, tuple[str, Callable[[], Any]]]:
     }
 
 
-def measure(run: Callable[[], Any], runs: int, device: Any) -> tuple[float, Any]:
-    """Median milliseconds of ``run`` after one untimed call (compel builds itself lazily)."""
-    import torch
-
-    result = run()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times), result
-
-
 def table(rows: list[Row]) -> str:
     lines = ["| prompt | encoder | chunks | ms | x today |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -132,30 +114,20 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import torch
 
+    from bench.common import device_and_dtype, median_ms, run_header
     from bench.sdxl_random import build_pipeline
     from engine.prompt_encoding import PromptEncoder
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # what the tests' tiny engine uses on a shared CPU
+    device, dtype = device_and_dtype(args.device)
     pipe = build_pipeline(tiny=args.tiny, device=device, dtype=dtype)
     encoder = PromptEncoder(pipe, device)
-    header = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "dtype": str(dtype).removeprefix("torch."),
-        "tiny": args.tiny,
-        "runs": args.runs,
-    }
+    header = run_header(device, dtype, tiny=args.tiny, runs=args.runs)
     print(json.dumps(header))
     rows: list[Row] = []
     today = None
     for name, (path, run) in cases(encoder).items():
-        ms, conditioning = measure(run, args.runs, device)
+        ms, conditioning = median_ms(run, args.runs, device)
         today = today or ms
         rows.append(Row(name, path, conditioning.chunks, ms, ms / today))
         log.info("%s: %.2f ms", name, ms)

@@ -24,8 +24,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -94,23 +92,6 @@ def write_style_loras(pipe: Any, folder: Path, *, tiny: bool) -> list[Path]:
     return paths
 
 
-def timed(run: Callable[[], Any], runs: int, device: Any) -> float:
-    """Median milliseconds of ``run`` after one untimed call."""
-    import torch
-
-    run()
-    times = []
-    for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
-
-
 def table(rows: list[Row]) -> str:
     lines = ["| what | ms | note |", "| --- | --- | --- |"]
     lines += [f"| {r.what} | {r.median_ms:.2f} | {r.note} |" for r in rows]
@@ -120,8 +101,8 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import torch
 
+    from bench.common import device_and_dtype, median_ms, run_header
     from bench.sdxl_random import add_lcm_lora, build_pipeline, fuse_and_unload_lora
     from engine import EngineSettings
     from engine.pipeline import Engine
@@ -129,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.style_adapters import StyleAdapters
     from engine.styles import Style, StyleCatalog
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # what the tests' tiny engine uses on a shared CPU
+    device, dtype = device_and_dtype(args.device)
     pipe = build_pipeline(tiny=args.tiny, device=device, dtype=dtype)
     add_lcm_lora(pipe, tiny=args.tiny)
     fuse_and_unload_lora(pipe)  # as the engine serves: the LCM-LoRA fused
@@ -140,17 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = EngineSettings(
         _env_file=None, device=device.type, resolution=side, translator="", safety_model=""
     )
-    header = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "dtype": str(dtype).removeprefix("torch."),
-        "tiny": args.tiny,
-        "size": side,
-        "images": args.images,
-    }
+    header = run_header(device, dtype, tiny=args.tiny, size=side, images=args.images)
     print(json.dumps(header), flush=True)
     rows: list[Row] = []
+
+    def median(run: Callable[[], Any], runs: int, device: Any) -> float:
+        return median_ms(run, runs, device)[0]
 
     def report(row: Row) -> None:
         rows.append(row)
@@ -166,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return lambda: engine.generate_batch([styled])
 
     plain_engine = Engine(pipe, settings)
-    baseline = timed(batch(plain_engine), args.batches, device)
+    baseline = median(batch(plain_engine), args.batches, device)
     report(Row("batch, no styles configured", baseline, f"{args.images} images, {side}px"))
 
     with tempfile.TemporaryDirectory() as folder:
@@ -184,31 +157,31 @@ def main(argv: list[str] | None = None) -> int:
     def switch() -> None:
         adapters.activate(names[next(steps) % len(names)])
 
-    report(Row("switch style -> another style", timed(switch, args.runs, device), "copy"))
+    report(Row("switch style -> another style", median(switch, args.runs, device), "copy"))
 
     def to_none() -> None:
         adapters.activate(names[0])
         adapters.activate(None)
 
-    both = timed(to_none, args.runs, device)
+    both = median(to_none, args.runs, device)
     report(Row("switch style -> none -> style (two switches)", both, ""))
     adapters.activate(names[0])
     report(
         Row(
             "same style again (no switch)",
-            timed(lambda: adapters.activate(names[0]), args.runs, device),
+            median(lambda: adapters.activate(names[0]), args.runs, device),
         )
     )
 
     engine = Engine(pipe, settings, styles=adapters)
-    slot_off = timed(batch(engine), args.batches, device)
+    slot_off = median(batch(engine), args.batches, device)
     report(Row("batch, styles configured, none picked", slot_off, f"x{slot_off / baseline:.3f}"))
-    styled = timed(batch(engine, names[-1]), args.batches, device)
+    styled = median(batch(engine, names[-1]), args.batches, device)
     report(Row(f"batch with a style ({names[-1]})", styled, f"x{styled / baseline:.3f}"))
     # Under IMAGINE_COMPILE the slot stays on with zeros for unstyled batches (turning it off
     # would recompile): the engine's choice, taken here without compiling.
     engine._compiled = True
-    zeros = timed(batch(engine), args.batches, device)
+    zeros = median(batch(engine), args.batches, device)
     note = f"x{zeros / baseline:.3f}, eager here"
     report(Row("batch, none picked, slot on with zeros (IMAGINE_COMPILE)", zeros, note))
     print(table(rows), flush=True)

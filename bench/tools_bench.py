@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import logging
-import platform
 import statistics
 import sys
 import time
@@ -147,16 +146,13 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import torch
 
+    from bench.common import device_and_dtype, run_header
     from bench.sdxl_random import add_lcm_lora, build_pipeline, fuse_and_unload_lora
     from engine import Engine, EngineSettings
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    device, dtype = device_and_dtype(args.device)
     size = 64 if args.tiny else 1024
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # toy shapes gain nothing from threads on a shared CPU
     pipe = build_pipeline(tiny=args.tiny, device=device, dtype=dtype)
     add_lcm_lora(pipe, tiny=args.tiny)
     fuse_and_unload_lora(pipe)  # what the engine serves with
@@ -172,16 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         translator="",
     )
     engine = Engine(pipe, settings)
-    header = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "dtype": str(dtype).removeprefix("torch."),
-        "tiny": args.tiny,
-        "size": size,
-        "steps": STEPS,
-        "runs": args.runs,
-    }
+    header = run_header(device, dtype, tiny=args.tiny, size=size, steps=STEPS, runs=args.runs)
     print(json.dumps(header))
     rows: list[Row] = []
     imagine_ms = None
