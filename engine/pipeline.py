@@ -455,7 +455,7 @@ class Engine:
 
         Raises:
             ValueError: the requests do not share a ``batch_key``.
-            InvalidRequest: an init image cannot be read.
+            InvalidRequest: an init image cannot be read, or the batch's style is not loaded.
             OutOfGPUMemory: still out of GPU memory after retrying in two halves.
             GenerationFailed: anything else that failed inside the pipeline.
         """

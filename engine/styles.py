@@ -36,8 +36,6 @@ MAX_NAME_CHARS = 32
 MAX_WEIGHT = 2.0
 _NAME = re.compile(rf"^\w[\w.-]{{0,{MAX_NAME_CHARS - 1}}}$")  # one word: ``--style ink``
 _KEYS = {"lora", "weight", "trigger", "negative", "nsfw_only"}
-NO_STYLE = ""
-"""A job without a style (what jobs from before styles existed have too)."""
 NONE_WORDS = frozenset({"none", "off"})
 """What a user types for "no style" (``--style none``): no style may be called that."""
 

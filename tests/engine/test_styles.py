@@ -368,6 +368,22 @@ def test_switching_styles_does_not_recompile_a_compiled_unet(tiny_model_dir, tin
     assert not torch.allclose(ink, neon, atol=1e-2)
 
 
+def test_diffusers_hotswap_cannot_swap_styles_that_target_other_modules(
+    tiny_model_dir, tiny_styles_file
+):
+    """Why engine/style_adapters.py copies into its own slot instead of calling diffusers'
+    hotswap (ISSUE-NOTES asks for "diffusers' LoRA hotswap"): after ink (attention
+    projections), neon (to_k, ff.net.2, proj_in) is refused. Should a diffusers release accept
+    it, this fails and the slot can give way to ``load_lora_weights(..., hotswap=True)``."""
+    catalog = load_styles(tiny_styles_file)
+    ink, neon = Path(catalog.get("ink").lora), Path(catalog.get("neon").lora)
+    pipe = _pipe(tiny_model_dir)
+    pipe.enable_lora_hotswap(target_rank=8)
+    pipe.load_lora_weights(str(ink.parent), weight_name=ink.name, adapter_name="style")
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        pipe.load_lora_weights(str(neon), adapter_name="style", hotswap=True)
+
+
 def test_no_style_turns_the_slot_off_and_gives_the_plain_pixels(tiny_model_dir, tiny_styles_file):
     pipe = _pipe(tiny_model_dir)
     plain = _latents(pipe)
