@@ -374,6 +374,12 @@ def check_disk(
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     name = f"disk ({setting})"
+    if not existing.is_dir():  # a file where a folder must be made: mkdir fails, even as root
+        return Check.fail(
+            name,
+            f"{existing} is a file, so {path} cannot be made",
+            f"set {setting} to a folder (or a path where one can be made)",
+        )
     if not os.access(existing, os.W_OK):
         return Check.fail(
             name,

@@ -181,6 +181,15 @@ def test_disk_room_under_the_data_dir(tmp_path):
     assert "IMAGINE_DATA_DIR" in tight.fix
 
 
+def test_a_data_dir_under_a_file_fails(tmp_path):
+    """The one unwritable data dir root cannot write either (the test below needs a user)."""
+    (tmp_path / "imagine.db").write_bytes(b"")
+
+    check = check_disk(tmp_path / "imagine.db" / "data")
+
+    assert check.failed and "is a file" in check.detail and "IMAGINE_DATA_DIR" in check.fix
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
 def test_a_data_dir_this_user_cannot_write_fails(tmp_path):
     locked = tmp_path / "locked"
