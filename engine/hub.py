@@ -10,11 +10,18 @@ checks that the hub at ``HF_ENDPOINT`` answers before anything is downloaded.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# transformers builds a model on the meta device by patching how torch modules are made, for
+# the whole process: two from_pretrained calls in two threads at once can leave one model with
+# meta tensors ("Cannot copy out of meta tensor"). The optional models load in threads of their
+# own (the bot's start-up), so they load one at a time.
+_LOADING = threading.Lock()
 
 # Every model these loaders read has one; asking for it tells "no such repo" from "hub down".
 _PROBE_FILE = "config.json"
@@ -25,7 +32,8 @@ class HubUnavailable(Exception):
 
 
 def load_pretrained(name: str, load: Callable[[bool], T]) -> T:
-    """Load a model from a local folder, the hub cache, or the hub, in that order.
+    """Load a model from a local folder, the hub cache, or the hub, in that order; one model
+    at a time in the process.
 
     Args:
         name: a local folder or a hub id.
@@ -38,6 +46,11 @@ def load_pretrained(name: str, load: Callable[[bool], T]) -> T:
         HubUnavailable: not on disk, and the hub is off (``HF_HUB_OFFLINE``) or does not answer.
         Exception: whatever ``load`` raises for a local folder or once the hub answered.
     """
+    with _LOADING:
+        return _load_pretrained(name, load)
+
+
+def _load_pretrained(name: str, load: Callable[[bool], T]) -> T:
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
