@@ -132,7 +132,7 @@ def _may_run_in(settings: GuildSettings, channel_id: int, kind: str) -> bool:
     )
 
 
-async def _guild_rules(bot: ImagineBot, origin: Origin, kind: str) -> GuildSettings | None:
+async def guild_rules(bot: ImagineBot, origin: Origin, kind: str) -> GuildSettings | None:
     """The guild's settings; raise JobRejected when /imagine is not allowed in this channel."""
     if origin.guild_id is None:
         return None
@@ -242,7 +242,7 @@ async def submit(bot: ImagineBot, origin: Origin, ask: Ask) -> Job:
     Raises:
         JobRejected: with a user-facing message; nothing was queued.
     """
-    settings = await _guild_rules(bot, origin, ask.kind)
+    settings = await guild_rules(bot, origin, ask.kind)
     ask, preset_notes = await _with_presets(bot, origin, ask)
     negatives = [ask.negative_prompt] if ask.negative_prompt else []
     from_upload = ask.from_upload or ask.upload is not None
@@ -535,6 +535,40 @@ async def _dispatch(
         await _cancel(bot, interaction, job)
     elif action == "remix":
         await _open_remix(bot, interaction, job)
+    elif action in ("prompt", "promptpic"):
+        await _from_suggestion(bot, interaction, job, index or 1, picture=action == "promptpic")
+
+
+async def _from_suggestion(
+    bot: ImagineBot, interaction: discord.Interaction, job: Job, index: int, *, picture: bool
+) -> None:
+    """/imagine prompt ``index`` of a 'describe' job: the clicker's own job, as if they had
+    typed it (their presets, queue turn, the blocklist); ``picture``: with the described
+    picture as its image prompt. Both trace back to an upload, so the ordinary channel's rules
+    apply to them even in an age-restricted channel, as to any image prompt.
+    """
+    locale = interaction.locale
+    if job.kind != "describe" or not 1 <= index <= len(job.captions):
+        await interaction.response.send_message(t("suggestion_gone", locale), ephemeral=True)
+        return
+    # From an upload: the ordinary channel's rules apply to it and to all made from it.
+    ask = Ask(
+        prompt=job.captions[index - 1],
+        parent_id=job.id,
+        typed=True,
+        kind="imagine",
+        from_upload=True,
+    )
+    if picture:
+        try:
+            upload = await bot.jobs.load_source(job)
+        except FileNotFoundError:
+            await interaction.response.send_message(t("picture_purged", locale), ephemeral=True)
+            return
+        ask = dataclasses.replace(
+            ask, upload=upload, size=(job.width, job.height), strength=IMAGE_PROMPT_STRENGTH
+        )
+    await start_from_interaction(bot, interaction, ask)
 
 
 def _image_available(job: Job, index: int) -> bool:
@@ -765,6 +799,10 @@ async def handle_reply(bot: ImagineBot, message: discord.Message) -> bool:
     job = await bot.storage.job_by_message(ref.message_id)
     if job is None:
         return False
+    if job.kind == "describe":  # it has prompts, not a prompt: its buttons pick one
+        locale = str(message.guild.preferred_locale) if message.guild else None
+        await message.reply(t("describe_reply", locale), mention_author=False)
+        return True
     assert bot.user is not None
     mentioned = bot.user in message.mentions
     content = strip_bot_mention(message.content or "", bot.user.id)

@@ -25,6 +25,8 @@ ACTIONS = (
     "share",
     "cancel",
     "remix",
+    "prompt",
+    "promptpic",
 )
 #: Zoom Out buttons: how much each shrinks the picture.
 ZOOMS = {"zoom2": 2.0, "zoom15": 1.5}
@@ -41,6 +43,8 @@ _LOOK: dict[str, tuple[str | None, str | None, discord.ButtonStyle]] = {
     "share": ("⭐", None, discord.ButtonStyle.secondary),
     "cancel": (None, "Cancel", discord.ButtonStyle.danger),
     "remix": ("🎨", "Remix", discord.ButtonStyle.primary),
+    "prompt": (None, None, discord.ButtonStyle.primary),  # /describe: /imagine prompt n
+    "promptpic": ("🖼️", None, discord.ButtonStyle.secondary),  # ... with the picture
 }
 
 

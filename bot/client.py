@@ -18,6 +18,7 @@ from bot import blocklist
 from bot.actions import handle_button, reject, remix_submitted
 from bot.buttons import JobButton
 from bot.delivery import EDIT_INTERVAL, DiscordSink
+from bot.describing import blocked_captions
 from bot.doctor import log_setup_problems
 from bot.errors import explain
 from bot.i18n import ImagineTranslator, t
@@ -41,6 +42,7 @@ DEFAULT_ATTACHMENT_LIMIT = 10 * 2**20
 EXIT_GPU_STUCK = 3  # the generation watchdog fired: restart me (docs/storage-and-queue.md)
 EXTENSIONS = (
     "bot.cogs.imagine",
+    "bot.cogs.describe",
     "bot.cogs.library",
     "bot.cogs.preferences",
     "bot.cogs.server_settings",
@@ -89,6 +91,7 @@ class ImagineBot(commands.Bot):
         self.gallery: GalleryListing
         self.translator: Any = None
         self.safety: Any = None
+        self.describer: Any = None  # engine.describe.Describer, here when the GPU is here
         self._attachment_limits: dict[int | None, int] = {}
         self._retention: asyncio.Task | None = None
         self._doctor: asyncio.Task | None = None  # start-up's setup checks (bot/doctor.py)
@@ -115,7 +118,7 @@ class ImagineBot(commands.Bot):
             self.queue,
             files,
             self._backend(),
-            DiscordSink(self),
+            DiscordSink(self, hidden_captions=self._hidden_captions),
             text=t,
             file_limit=self.attachment_limit,
             per_user_limit=self.settings.queue_per_user,
@@ -129,11 +132,11 @@ class ImagineBot(commands.Bot):
             loaded = getattr(self.runner.engine, "styles", None)
             if loaded is not None:  # a style whose LoRA failed is not offered
                 self.styles = self.styles.only(loaded.names)
-        # Translation runs here in both modes; the image classifier runs next to generation
-        # (on the workers when there are workers).
+        # Translation runs here in both modes; the image classifier and the /describe
+        # captioner run next to generation (on the workers when there are workers).
         loading = [self._load_translator()]
         if not self.settings.uses_workers:
-            loading.append(self._load_safety())
+            loading += [self._load_safety(), self._load_describer()]
         await asyncio.gather(*loading)
         # The word segmenter loads its dictionary once (~1 s): not on the first prompt.
         await asyncio.to_thread(blocklist.warm_up)
@@ -192,6 +195,7 @@ class ImagineBot(commands.Bot):
         executor = TicketExecutor(
             self.runner,
             safety=lambda: self.safety,
+            describer=lambda: self.describer,
             generation_timeout=self.settings.generation_timeout,
             # Discord shows at most one edit per interval: no point making more previews.
             progress_interval=EDIT_INTERVAL,
@@ -226,6 +230,19 @@ class ImagineBot(commands.Bot):
         await self._load_optional_model(
             "IMAGINE_SAFETY_MODEL", self.settings.engine.safety_model, SafetyChecker, use
         )
+
+    async def _load_describer(self) -> None:
+        from engine.describe import Describer
+
+        engine = self.settings.engine
+
+        def load(model: str) -> Any:
+            return Describer(model, engine.device, engine.dtype)
+
+        def use(describer: Any) -> None:
+            self.describer = describer
+
+        await self._load_optional_model("IMAGINE_DESCRIBE_MODEL", engine.describe_model, load, use)
 
     async def _load_optional_model(
         self, setting: str, model: str, load: Callable[[str], Any], use: Callable[[Any], None]
@@ -279,6 +296,11 @@ class ImagineBot(commands.Bot):
                 self.optional_model_wait_s,
             )
 
+    async def _hidden_captions(self, job: Any) -> frozenset[int]:
+        """The prompts of a /describe result that the blocklist refuses in its server."""
+        settings = await self.storage.guild_settings(job.guild_id) if job.guild_id else None
+        return blocked_captions(job, settings)
+
     async def _stored_image(self, job: Any, index: int) -> tuple[str, bytes]:
         """One stored image of a job, as (file name, bytes), for the gallery."""
         return (await self.jobs.load_images(job, [index]))[0]
@@ -329,6 +351,14 @@ class ImagineBot(commands.Bot):
     def translation_available(self) -> bool:
         """Whether Chinese prompts can be translated now (the translator is loaded)."""
         return self.translator is not None and self.translator.enabled
+
+    @property
+    def describe_available(self) -> bool:
+        """Whether /describe can run: its model is loaded here, or (with GPU workers) set for
+        the workers, which load it themselves (a worker without it fails the job clearly)."""
+        if self.settings.uses_workers:
+            return bool(self.settings.engine.describe_model)
+        return self.describer is not None and self.describer.enabled
 
     async def interpret(self, prompt: str) -> str | None:
         """English for the model when the prompt needs translating; None when it does not."""

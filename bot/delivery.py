@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,11 +76,23 @@ class _Message:
     token_dead: bool = False  # the interaction token was refused: use the channel route
 
 
-class DiscordSink:
-    """Shows jobs in Discord: status edits, results and failures, for one client."""
+HiddenCaptions = Callable[[Job], Awaitable[Set[int]]]
 
-    def __init__(self, client: discord.Client):
+
+async def _none_hidden(job: Job) -> Set[int]:
+    return frozenset()
+
+
+class DiscordSink:
+    """Shows jobs in Discord: status edits, results and failures, for one client.
+
+    ``hidden_captions``: which of a 'describe' job's prompts not to show (the blocklist's
+    verdict, ``bot.describing.blocked_captions``).
+    """
+
+    def __init__(self, client: discord.Client, *, hidden_captions: HiddenCaptions = _none_hidden):
         self.client = client
+        self._hidden_captions = hidden_captions
         self._messages: dict[int, _Message] = {}
 
     def _state(self, job: Job) -> _Message:
@@ -277,14 +289,27 @@ class DiscordSink:
         state = self.forget(job.id) or _Message(job)
         state.job = job
         blobs = list(files)
-        view = render.result_view(job.id, job.count, job.withheld) if blobs else None
+        hidden: Set[int] = frozenset()
+        if job.kind == "describe":  # its result is the prompts it proposes
+            hidden = await self._hidden_captions(job)
+            view = render.describe_view(job.id, len(job.captions), hidden)
+        else:
+            view = render.result_view(job.id, job.count, job.withheld) if blobs else None
+
+        def text(mention: bool) -> str:
+            if job.kind == "describe":
+                return render.describe_text(job, mention=mention, hidden=hidden)
+            return render.result_text(
+                job, seconds=seconds, notes=notes, mention=mention, source=source
+            )
+
         if job.status_message_id is not None and not state.message_gone:
             try:
                 message = await self._edit_message(
                     job,
                     state,
                     channel_fallback=False,
-                    content=render.result_text(job, seconds=seconds, notes=notes, source=source),
+                    content=text(False),
                     attachments=render.image_files(blobs, spoilers),
                     view=view,
                 )
@@ -293,9 +318,7 @@ class DiscordSink:
                 log.info("job %s: posting the result as a new message (%s)", job.id, exc)
         message = await self._post(
             job,
-            content=render.result_text(
-                job, seconds=seconds, notes=notes, mention=True, source=source
-            ),
+            content=text(True),
             files=render.image_files(blobs, spoilers),
             view=view,
             mention=True,

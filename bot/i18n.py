@@ -50,6 +50,8 @@ COMMAND_TEXT: dict[str, str] = {
     "prefer.reset": "Remove all your presets",
     "history": "Your recent images",
     "info": "Full parameters of a job, to reproduce it",
+    "describe": "Four prompts for a picture, to /imagine from",
+    "describe.picture": "The picture to describe (PNG, JPEG or WebP)",
 }
 
 # English string -> {locale: translation}. Names: Discord allows Chinese characters in command
@@ -69,6 +71,17 @@ COMMAND_TRANSLATIONS: dict[str, dict[str, str]] = {
     "history": {SIMPLIFIED: "历史记录", TRADITIONAL: "歷史紀錄"},
     "info": {SIMPLIFIED: "信息", TRADITIONAL: "資訊"},
     "Imagine info": {SIMPLIFIED: "画图信息", TRADITIONAL: "畫圖資訊"},
+    "describe": {SIMPLIFIED: "看图写词", TRADITIONAL: "看圖寫詞"},
+    "picture": {SIMPLIFIED: "图片", TRADITIONAL: "圖片"},
+    "Describe picture": {SIMPLIFIED: "看图写提示词", TRADITIONAL: "看圖寫提示詞"},
+    COMMAND_TEXT["describe"]: {
+        SIMPLIFIED: "为一张图片写出四条提示词，可直接用来画图",
+        TRADITIONAL: "為一張圖片寫出四條提示詞，可直接用來畫圖",
+    },
+    COMMAND_TEXT["describe.picture"]: {
+        SIMPLIFIED: "要描述的图片（PNG、JPEG 或 WebP）",
+        TRADITIONAL: "要描述的圖片（PNG、JPEG 或 WebP）",
+    },
     # descriptions
     COMMAND_TEXT["imagine"]: {
         SIMPLIFIED: "根据提示词生成四张图片",
@@ -383,6 +396,51 @@ MESSAGES: dict[str, dict[str, str]] = {
         ENGLISH: "step {step}/{total}",
         SIMPLIFIED: "第 {step}/{total} 步",
         TRADITIONAL: "第 {step}/{total} 步",
+    },
+    "describe_off": {
+        ENGLISH: "Describing pictures is not set up on this bot (the operator can turn it on "
+        "with IMAGINE_DESCRIBE_MODEL).",
+        SIMPLIFIED: "本机器人没有开启看图写词功能（管理员可以用 IMAGINE_DESCRIBE_MODEL 开启）。",
+        TRADITIONAL: "本機器人沒有開啟看圖寫詞功能（管理員可以用 IMAGINE_DESCRIBE_MODEL 開啟）。",
+    },
+    "describe_no_picture": {
+        ENGLISH: "That message has no picture to describe.",
+        SIMPLIFIED: "这条消息里没有可以描述的图片。",
+        TRADITIONAL: "這則訊息裡沒有可以描述的圖片。",
+    },
+    "describe_title": {
+        ENGLISH: "Prompts for this picture",
+        SIMPLIFIED: "这张图片的提示词",
+        TRADITIONAL: "這張圖片的提示詞",
+    },
+    "describe_hint": {
+        ENGLISH: "1-4: /imagine that prompt · 🖼 1-4: with the picture as an image prompt",
+        SIMPLIFIED: "1-4：用这条提示词画图 · 🖼 1-4：同时以这张图片作为图片提示",
+        TRADITIONAL: "1-4：用這條提示詞畫圖 · 🖼 1-4：同時以這張圖片作為圖片提示",
+    },
+    "describe_hidden": {
+        ENGLISH: "(not shown: it has words this server blocks)",
+        SIMPLIFIED: "（未显示：其中有本服务器屏蔽的词）",
+        TRADITIONAL: "（未顯示：其中有本伺服器封鎖的詞）",
+    },
+    "describe_reply": {
+        ENGLISH: "Pick one of the prompts with the buttons 1-4 (🖼: with the picture), or "
+        "run /describe again.",
+        SIMPLIFIED: "请用按钮 1-4 选择一条提示词（🖼：连同图片），或重新运行 /describe。",
+        TRADITIONAL: "請用按鈕 1-4 選擇一條提示詞（🖼：連同圖片），或重新執行 /describe。",
+    },
+    "suggestion_gone": {
+        ENGLISH: "That prompt is not available.",
+        SIMPLIFIED: "这条提示词不可用。",
+        TRADITIONAL: "這條提示詞不可用。",
+    },
+    "picture_purged": {
+        ENGLISH: "The picture is no longer stored (old pictures are cleaned up). Use the "
+        "button without 🖼, or /describe it again.",
+        SIMPLIFIED: "这张图片已不再保存（旧图片会被定期清理）。"
+        "请用不带 🖼 的按钮，或重新 /describe。",
+        TRADITIONAL: "這張圖片已不再保存（舊圖片會被定期清理）。"
+        "請用不帶 🖼 的按鈕，或重新 /describe。",
     },
 }
 

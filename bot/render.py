@@ -6,7 +6,7 @@ Pure functions of plain data, so they are unit-testable without a Discord connec
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 import discord
 
@@ -78,6 +78,7 @@ _KIND_NAMES = {
     "zoom": "Zoom Out",
     "reply": "reply",
     "remix": "remix",
+    "describe": "/describe",
 }
 
 
@@ -85,6 +86,8 @@ def derivation(job: Job, source: Job | None = None) -> str | None:
     """Where ``job``'s pictures came from (None: from the prompt alone, a first /imagine).
 
     ``source``: the job it was made from; its number then links to its result message."""
+    if job.kind == "describe":
+        return "prompts for an uploaded picture (/describe)"
     if job.uploaded:
         return f"from an uploaded picture (strength {job.strength or 0:g})"
     if job.parent_job_id is None:
@@ -160,6 +163,8 @@ def info_text(job: Job, chain: Sequence[Job] = ()) -> str:
 
     ``chain``: the jobs it was made from, nearest first, back to the first /imagine (each
     linked to its result message)."""
+    if job.kind == "describe":
+        return describe_info_text(job)
     seeds = tuple(job.seeds or ())
     lines = [
         f"Job {job.id} ({job.kind}) by <@{job.requester_id}>",
@@ -241,6 +246,53 @@ def result_view(job_id: int, count: int, withheld: Sequence[int] = ()) -> discor
         view.add_item(JobButton("share", job_id, row=1))
         view.add_item(JobButton("delete", job_id, row=1))
     return view
+
+
+_NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣", "6️⃣", "7️⃣", "8️⃣", "9️⃣")
+
+
+def describe_text(job: Job, *, mention: bool = False, hidden: Set[int] = frozenset()) -> str:
+    """What a 'describe' job posts: its proposed prompts, numbered like their buttons;
+    ``hidden``: the numbers of those the blocklist refuses (not shown)."""
+    locale = job.locale
+    head = f"🔎 **{t('describe_title', locale)}**"
+    if mention:
+        head += f" <@{job.requester_id}>"
+    lines = [head]
+    for i, (number, caption) in enumerate(zip(_NUMBERS, job.captions, strict=False), start=1):
+        shown = (
+            f"*{t('describe_hidden', locale)}*"
+            if i in hidden
+            else _escape(shorten(caption, PROMPT_SHOWN))
+        )
+        lines.append(f"{number} {shown}")
+    lines.append(f"-# {t('describe_hint', locale)} · job {job.id}")
+    return "\n".join(lines)[:MESSAGE_LIMIT]
+
+
+def describe_view(job_id: int, count: int, hidden: Set[int] = frozenset()) -> discord.ui.View:
+    """Buttons of a 'describe' result: 1-4 run /imagine with that prompt, 🖼 1-4 the same
+    with the picture as the image prompt (none for a ``hidden`` prompt); 🗑 deletes the
+    message and the stored picture."""
+    view = discord.ui.View(timeout=None)
+    shown = [i for i in range(1, count + 1) if i not in hidden]
+    for i in shown:
+        view.add_item(JobButton("prompt", job_id, i, row=0, label=str(i)))
+    for i in shown:
+        view.add_item(JobButton("promptpic", job_id, i, row=1, label=str(i)))
+    view.add_item(JobButton("delete", job_id, row=1))
+    return view
+
+
+def describe_info_text(job: Job) -> str:
+    """/info of a 'describe' job: who asked and the prompts it proposed."""
+    lines = [f"Job {job.id} (describe) by <@{job.requester_id}>", "```"]
+    for number, caption in enumerate(job.captions, start=1):
+        lines.append(f"prompt {number}: {_in_code(caption)}")
+    if not job.captions:
+        lines.append(f"status: {job.status}")
+    lines += ["```", "-# from an uploaded picture (/describe)"]
+    return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
 def showcase_view(job_id: int) -> discord.ui.View:

@@ -57,6 +57,7 @@ _WITHOUT = {
     "IMAGINE_TRANSLATOR": "Chinese prompts are used as typed",
     "IMAGINE_SAFETY_MODEL": "images are not checked by the filter",
     "IMAGINE_PREVIEW_VAE": "no progress previews",
+    "IMAGINE_DESCRIBE_MODEL": "/describe answers that it is not set up",
 }
 
 
@@ -222,7 +223,8 @@ def models_to_check(
     settings: EngineSettings, *, generation: bool, translation: bool
 ) -> list[ModelSpec]:
     """The models the settings name. ``generation``: those the GPU side loads (SDXL, its LoRA
-    and VAEs, the image filter); ``translation``: the translator (the bot's)."""
+    and VAEs, the image filter, the /describe captioner); ``translation``: the translator (the
+    bot's)."""
     specs: list[ModelSpec] = []
     if generation:
         specs.append(ModelSpec("IMAGINE_MODEL", settings.model, "model_index.json"))
@@ -240,6 +242,10 @@ def models_to_check(
         if settings.safety_model:
             specs.append(
                 ModelSpec("IMAGINE_SAFETY_MODEL", settings.safety_model, "config.json", False)
+            )
+        if settings.describe_model:
+            specs.append(
+                ModelSpec("IMAGINE_DESCRIBE_MODEL", settings.describe_model, "config.json", False)
             )
         # A style whose LoRA is missing is left out at start: the bot serves without it.
         for style in load_styles(settings.styles):

@@ -12,7 +12,7 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 
@@ -27,11 +27,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], Awaitable[None]]
+T = TypeVar("T")
 PREVIEW_LIMIT = 2**20  # a preview is <= 256 px: far below any upload limit
 DEFAULT_SECONDS_PER_IMAGE = 0.1  # ETA guess until the first batch has been timed
 GENERIC_FAILURE = "Something went wrong while generating. Please try again."
 TIMED_OUT = "Generating took far too long and was stopped. Please try again."
 SOURCE_REFUSED = "The safety filter refused that picture: it cannot be used as an image prompt."
+DESCRIBE_OFF = (
+    "Describing pictures is not set up on this GPU worker (IMAGINE_DESCRIBE_MODEL). "
+    "Please tell the bot's operator."
+)
 
 
 class GPUStuck(Exception):
@@ -48,6 +53,8 @@ class TicketExecutor:
     Args:
         runner: the started engine runner.
         safety: returns the loaded safety checker, or None (it may finish loading later).
+        describer: returns the loaded /describe captioner (``engine.describe.Describer``), or
+            None (like ``safety``).
         generation_timeout: seconds a GPU call may take before the watchdog fires.
         progress_interval: least seconds between two progress events of a batch (the last
             step is always sent), and between two step previews; 0 sends every step.
@@ -60,6 +67,7 @@ class TicketExecutor:
         runner: EngineRunner,
         *,
         safety: Callable[[], Any] = lambda: None,
+        describer: Callable[[], Any] = lambda: None,
         generation_timeout: float = 300.0,
         progress_interval: float = 0.0,
         worker: str = "local",
@@ -67,6 +75,7 @@ class TicketExecutor:
     ):
         self.runner = runner
         self._safety = safety
+        self._describer = describer
         self.generation_timeout = generation_timeout
         self.progress_interval = progress_interval
         self.worker = worker
@@ -96,6 +105,9 @@ class TicketExecutor:
         tickets = [t for t in tickets if t.job_id not in refused]
         if not tickets:
             on_gpu_done()
+            return
+        if tickets[0].request.operation == "describe":  # one batch_key: all of them are
+            await self._describe(tickets, emit, on_gpu_done)
             return
         await emit(Started(tuple(t.job_id for t in tickets), self.worker))
         started = time.perf_counter()
@@ -132,13 +144,24 @@ class TicketExecutor:
         pending: set[asyncio.Task] = set()
         progress = self._progress(tickets, emit, pending)
         requests = [t.request for t in tickets]
-        generation = asyncio.ensure_future(
-            self.runner.generate_batch(requests, progress, preview_every=self.progress_interval)
+        generation = self.runner.generate_batch(
+            requests, progress, preview_every=self.progress_interval
         )
         try:
-            return await asyncio.wait_for(asyncio.shield(generation), self.generation_timeout)
+            return await self._watched(tickets, emit, generation)
+        finally:
+            # Progress of this call goes out before its outcome.
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _watched(self, tickets: list[Ticket], emit: Emit, call: Awaitable[T]) -> T:
+        """Await a GPU ``call`` under the watchdog: past ``generation_timeout`` its tickets
+        fail and ``GPUStuck`` is raised."""
+        running = asyncio.ensure_future(call)
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), self.generation_timeout)
         except TimeoutError:
-            if generation.done():
+            if running.done():
                 raise  # the engine's own TimeoutError
             self.stuck = True
             log.critical(
@@ -149,10 +172,66 @@ class TicketExecutor:
             for ticket in tickets:
                 await emit(Failed(ticket.job_id, TIMED_OUT, "timeout"))
             raise GPUStuck from None
-        finally:
-            # Progress of this call goes out before its outcome.
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+
+    # ------------------------------------------------------------------------- describing
+    async def _describe(
+        self, tickets: list[Ticket], emit: Emit, on_gpu_done: Callable[[], None]
+    ) -> None:
+        """Propose prompts for each ticket's picture (``init_image``) with the captioner.
+
+        Like a generation: one GPU call for the batch, retried one by one when it fails."""
+        describer = self._describer()
+        if describer is None or not describer.enabled:
+            on_gpu_done()
+            for ticket in tickets:
+                await emit(Failed(ticket.job_id, DESCRIBE_OFF, "engine"))
+            return
+        await emit(Started(tuple(t.job_id for t in tickets), self.worker))
+
+        async def describe(batch: list[Ticket]) -> list[tuple[str, ...]]:
+            pictures = [t.request.init_image or b"" for t in batch]
+            seeds = [t.request.seed for t in batch]
+            call = self.runner.run(describer.describe, pictures, seeds)
+            return await self._watched(batch, emit, call)
+
+        started = time.perf_counter()
+        try:
+            outcomes: list[tuple[Ticket, Any]] = list(
+                zip(tickets, await describe(tickets), strict=True)
+            )
+        except GPUStuck:
+            raise
+        except Exception as exc:
+            if len(tickets) == 1:
+                outcomes = [(tickets[0], exc)]
+            else:
+                log.warning("describe batch of %d failed (%r); one by one", len(tickets), exc)
+                outcomes = []
+                for ticket in tickets:
+                    try:
+                        [captions] = await describe([ticket])
+                    except GPUStuck:
+                        raise
+                    except Exception as single:
+                        outcomes.append((ticket, single))
+                    else:
+                        outcomes.append((ticket, captions))
+        on_gpu_done()
+        seconds = time.perf_counter() - started
+        for ticket, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                await emit(self._failure(ticket, outcome))
+                continue
+            await emit(
+                Finished(
+                    job_id=ticket.job_id,
+                    files=(),
+                    seeds=(),
+                    seconds=seconds,
+                    worker=self.worker,
+                    captions=tuple(outcome),
+                )
+            )
 
     def _progress(
         self, tickets: list[Ticket], emit: Emit, pending: set[asyncio.Task]

@@ -37,11 +37,12 @@ MAX_PROMPT_CHARS = 6000  # Discord's slash option limit; the engine cuts at MAX_
 MIN_STRENGTH = 0.1
 MAX_STRENGTH = 1.0
 
-Operation = Literal["generate", "upscale", "zoom"]
+Operation = Literal["generate", "upscale", "zoom", "describe"]
 """What the engine does with a request: ``generate`` (text-to-image, or image-to-image from
 ``init_image``), ``upscale`` (``init_image`` enlarged to width x height, then a low-strength
-image-to-image pass in tiles) or ``zoom`` (``init_image`` shrunk by ``zoom`` onto a
-width x height canvas whose border is painted in)."""
+image-to-image pass in tiles), ``zoom`` (``init_image`` shrunk by ``zoom`` onto a
+width x height canvas whose border is painted in) or ``describe`` (prompts for ``init_image``
+from the captioning model, ``engine.describe``: no images)."""
 
 VARY_SUBTLE = 0.35
 """Image-to-image strength of Vary (Subtle): composition and colours stay, details change."""
@@ -82,6 +83,8 @@ class GenerationRequest:
     @property
     def batch_key(self) -> tuple:
         """Requests with equal keys can share one pipeline call."""
+        if self.operation == "describe":
+            return ("describe",)  # the captioner resizes every picture itself
         img2img = self.init_image is not None
         return (
             self.width,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from engine.encoding import DEFAULT_TOTAL_LIMIT, EncodedImage, as_array, encode_one, fit_total
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[["StepProgress"], object]
+T = TypeVar("T")
 
 MAX_ENCODE_WORKERS = 4
 """One result is four images; more processes than that cannot help one job, and a bot box
@@ -134,6 +135,12 @@ class EngineRunner:
             preview_every=preview_every,
         )
         return await loop.run_in_executor(self._gpu, call)
+
+    async def run(self, call: Callable[..., T], *args: object) -> T:
+        """Run a blocking ``call(*args)`` on the GPU thread, after the batch there: for another
+        model that shares the GPU (the /describe captioner), one call at a time with SDXL."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._gpu, functools.partial(call, *args))
 
     async def encode(
         self,

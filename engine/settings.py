@@ -39,4 +39,5 @@ class EngineSettings(BaseSettings):
     preview_vae: str = ""
     translator: str = "Helsinki-NLP/opus-mt-zh-en"
     safety_model: str = ""
+    describe_model: str = ""  # /describe's image-to-text checkpoint (engine/describe.py); off
     styles: str = ""  # a TOML file of curated styles (engine/styles.py); empty: none

@@ -3,8 +3,9 @@
 A ``Ticket`` is one accepted job as the GPU side needs it (the generation request, how to check
 and encode its images); the GPU side answers with events: ``Started`` (a batch began),
 ``Progress`` (a step, with an optional preview PNG), ``Finished`` (the encoded files, seeds and
-safety verdicts) or ``Failed`` (a message for the user). All are frozen and carry bytes, never
-PIL objects, so the in-process backend and the Redis one move exactly the same values.
+safety verdicts; a ``describe`` job's prompts) or ``Failed`` (a message for the user). All are
+frozen and carry bytes, never PIL objects, so the in-process backend and the Redis one move
+exactly the same values.
 
 On the wire (Redis stream entries) every value is a flat ``{field: bytes}`` map: ``v`` (the
 schema version), ``type``, ``meta`` (JSON) and the binary parts (``init``, ``preview``,
@@ -99,7 +100,9 @@ class Progress:
 
 @dataclass(frozen=True)
 class Finished:
-    """A job's images, encoded. Withheld images are missing from ``files`` but keep numbers."""
+    """A job's images, encoded. Withheld images are missing from ``files`` but keep numbers.
+
+    ``captions``: a ``describe`` job's proposed prompts (it has no files or seeds)."""
 
     job_id: int
     files: tuple[ImageFile, ...]
@@ -109,6 +112,7 @@ class Finished:
     withheld: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     worker: str = "local"
+    captions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,8 @@ def event_to_fields(event: Event) -> dict[bytes, bytes]:
         meta = asdict(event)
         files = meta.pop("files")
         meta["files"] = [[f["index"], f["filename"]] for f in files]
+        if not meta["captions"]:
+            del meta["captions"]  # what a bot of the previous release reads
         for i, image in enumerate(event.files):
             fields[f"file{i}".encode()] = image.data
     elif isinstance(event, Progress):
@@ -229,7 +235,7 @@ def event_from_fields(fields: Mapping[bytes, bytes]) -> Event:
                 ImageFile(index, name, fields[f"file{i}".encode()])
                 for i, (index, name) in enumerate(meta.pop("files"))
             )
-            for key in ("seeds", "flagged", "withheld", "notes"):
+            for key in ("seeds", "flagged", "withheld", "notes", "captions"):
                 meta[key] = tuple(meta.get(key, ()))
             return Finished(**meta, files=files)
         if kind == "failed":

@@ -24,8 +24,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -489,6 +491,22 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------- main
+T = TypeVar("T")
+
+
+async def _optional_model(setting: str, model: str, load: Callable[[str], T]) -> T | None:
+    """Load an optional model off the loop; None (and one warning) when it cannot be."""
+    if not model:
+        return None
+    from engine.errors import EngineError
+
+    try:
+        return await asyncio.to_thread(load, model)
+    except EngineError as exc:
+        log.warning("%s: %s Working without it.", setting, exc.user_message)
+        return None
+
+
 async def serve(settings: WorkerSettings, engine_settings, load_engine=None) -> int:
     """Load the engine, then work until SIGTERM/SIGINT; the exit code.
 
@@ -506,19 +524,22 @@ async def serve(settings: WorkerSettings, engine_settings, load_engine=None) -> 
 
     runner = EngineRunner(load_engine)
     await runner.start()
-    safety = None
-    if engine_settings.safety_model:
-        from engine.errors import EngineError
-        from engine.safety import SafetyChecker
+    from engine.describe import Describer
+    from engine.safety import SafetyChecker
 
-        try:
-            safety = await asyncio.to_thread(SafetyChecker, engine_settings.safety_model)
-        except EngineError as exc:
-            log.warning("IMAGINE_SAFETY_MODEL: %s Working without it.", exc.user_message)
+    safety = await _optional_model(
+        "IMAGINE_SAFETY_MODEL", engine_settings.safety_model, SafetyChecker
+    )
+    describer = await _optional_model(
+        "IMAGINE_DESCRIBE_MODEL",
+        engine_settings.describe_model,
+        lambda model: Describer(model, engine_settings.device, engine_settings.dtype),
+    )
     name = settings.name
     executor = TicketExecutor(
         runner,
         safety=lambda: safety,
+        describer=lambda: describer,
         generation_timeout=settings.generation_timeout,
         progress_interval=settings.progress_interval,
         worker=name,

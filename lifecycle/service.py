@@ -81,7 +81,8 @@ class JobSink(Protocol):
     ) -> int:
         """Show the result (in the status message, or as a new message); its message id.
 
-        ``source``: the job it was made from (a re-roll's, a variation's...), to link to."""
+        ``source``: the job it was made from (a re-roll's, a variation's...), to link to.
+        A 'describe' job has no files: its result is ``job.captions``."""
         ...
 
     async def tell_failure(self, job: Job, user_message: str) -> None:
@@ -89,7 +90,7 @@ class JobSink(Protocol):
         ...
 
 
-_OPERATIONS: dict[str, Operation] = {"upscale": "upscale", "zoom": "zoom"}
+_OPERATIONS: dict[str, Operation] = {"upscale": "upscale", "zoom": "zoom", "describe": "describe"}
 
 
 def request_for(job: Job, init_image: bytes | None = None) -> GenerationRequest:
@@ -560,7 +561,11 @@ class JobService:
             source = await self._source(job)
             flagged = self._flagged(job, result, source)
             job = dataclasses.replace(
-                job, seeds=result.seeds, flagged=flagged, withheld=result.withheld
+                job,
+                seeds=result.seeds,
+                flagged=flagged,
+                withheld=result.withheld,
+                captions=result.captions,
             )
             notes = list(dict.fromkeys([*live.notes, *result.notes]))
             await self.sink.close(job.id)
@@ -578,6 +583,7 @@ class JobService:
                 message_id,
                 flagged=flagged,
                 withheld=result.withheld,
+                captions=result.captions,
             )
             self.metrics.posted(job.kind, time.time() - job.created_at)
             log.info(

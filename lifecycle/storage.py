@@ -26,7 +26,9 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["imagine", "reroll", "variation", "upscale", "single", "zoom", "reply", "remix"]
+JobKind = Literal[
+    "imagine", "reroll", "variation", "upscale", "single", "zoom", "reply", "remix", "describe"
+]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 SafetyMode = Literal["spoiler", "withhold", "off"]
 
@@ -169,6 +171,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN style TEXT NOT NULL DEFAULT '';
     ALTER TABLE guild_settings ADD COLUMN allowed_styles TEXT NOT NULL DEFAULT '[]';
     """,
+    # 9 -> 10: /describe. A 'describe' job (its uploaded picture is its image 0) ends with the
+    # prompts it proposes, which its buttons 1-4 run after any restart.
+    """
+    ALTER TABLE jobs ADD COLUMN captions TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -278,6 +285,7 @@ class Job:
     tile: bool = False  # seamless texture (circular padding)
     group_id: int | None = None  # the first job of the set one command made (permutations)
     style: str = ""  # the IMAGINE_STYLES style it was made with ("": none)
+    captions: tuple[str, ...] = ()  # a 'describe' job's proposed prompts, in button order
 
     @property
     def derived(self) -> bool:
@@ -373,7 +381,7 @@ class GuildSettings:
         return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
 
 
-_JOB_JSON_COLUMNS = {"seeds", "images", "flagged", "withheld"}
+_JOB_JSON_COLUMNS = {"seeds", "images", "flagged", "withheld", "captions"}
 _JOB_BOOL_COLUMNS = {"raw", "nsfw_channel", "uploaded", "from_upload", "tile"}
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _SETTINGS_JSON_COLUMNS = (
@@ -575,6 +583,7 @@ class Storage:
         *,
         flagged: Iterable[int] = (),
         withheld: Iterable[int] = (),
+        captions: Iterable[str] = (),
     ) -> Job | None:
         """queued|running -> done with the seeds used and the result message.
 
@@ -584,6 +593,7 @@ class Storage:
             images: attachment URLs or file names, in order (optional).
             flagged: 1-based indexes of images the safety filter flagged (shown as spoilers).
             withheld: 1-based indexes of images the safety filter withheld (never posted).
+            captions: the prompts a 'describe' job proposes.
 
         Returns:
             The updated job, or None when it does not exist or is already finished.
@@ -593,12 +603,13 @@ class Storage:
             "done",
             "finished_at = :now, error = NULL, seeds = :seeds, "
             "result_message_id = :result_message_id, images = :images, "
-            "flagged = :flagged, withheld = :withheld",
+            "flagged = :flagged, withheld = :withheld, captions = :captions",
             seeds=json.dumps([int(s) for s in seeds]),
             result_message_id=result_message_id,
             images=json.dumps([str(i) for i in images or ()]),
             flagged=json.dumps(sorted(int(i) for i in flagged)),
             withheld=json.dumps(sorted(int(i) for i in withheld)),
+            captions=json.dumps([str(c) for c in captions], ensure_ascii=False),
         )
 
     async def mark_failed(self, job_id: int, error: str) -> Job | None:

@@ -249,3 +249,11 @@ def hub():
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An IMAGINE_DESCRIBE_MODEL folder: a tiny random-weight BLIP (tests/tiny_captioner.py)."""
+    from tests.tiny_captioner import build_tiny_captioner
+
+    return build_tiny_captioner(tmp_path_factory.mktemp("tiny_captioner"))

@@ -42,7 +42,10 @@ class Library(commands.Cog):
                 if job.result_message_id
                 else job.status
             )
-            lines.append(f"`{job.id}` {render.shorten(job.prompt, 80)} — {where}")
+            what = job.prompt
+            if job.kind == "describe":
+                what = "🔎 /describe" + (f": {job.captions[0]}" if job.captions else "")
+            lines.append(f"`{job.id}` {render.shorten(what, 80)} — {where}")
         await interaction.response.send_message(
             "\n".join(lines)[: render.MESSAGE_LIMIT], ephemeral=True
         )

@@ -242,3 +242,39 @@ def test_the_style_is_part_of_the_recipe():
     assert parse_reply("a fox --style off").style == ""
     assert parse_reply("a stylish fox").style is None
     assert parse_reply("a fox --style").style is None  # nothing named: unchanged
+
+
+def describe_job(**changes) -> Job:
+    captions = ("a red fox", "@everyone **bold** fox", "a fox in `snow`", "fox")
+    return facts(kind="describe", prompt="", seeds=(), captions=captions, uploaded=True, **changes)
+
+
+def test_a_describe_result_numbers_its_prompts_like_its_buttons_and_escapes_them():
+    job = describe_job()
+    text = render.describe_text(job)
+    lines = text.splitlines()
+    assert lines[0].startswith("🔎 **Prompts for this picture**")
+    assert lines[1] == "1️⃣ a red fox"
+    assert "@everyone" not in lines[2] and r"\*\*bold\*\*" in lines[2]  # no ping, no markup
+    assert lines[4] == "4️⃣ fox" and "job 7" in lines[5]
+    ids = [item.custom_id for item in render.describe_view(job.id, 4).children]
+    assert ids[:4] == [f"imagine:prompt:7:{i}" for i in range(1, 5)]
+    assert ids[4:8] == [f"imagine:promptpic:7:{i}" for i in range(1, 5)]
+    assert ids[8] == "imagine:delete:7"
+    assert "<@42>" in render.describe_text(job, mention=True)
+
+
+def test_a_hidden_prompt_is_not_shown_and_has_no_buttons():
+    job = describe_job()
+    text = render.describe_text(job, hidden={2})
+    assert "bold" not in text and "not shown" in text.splitlines()[2]
+    ids = [item.custom_id for item in render.describe_view(job.id, 4, hidden={2}).children]
+    assert "imagine:prompt:7:2" not in ids and "imagine:promptpic:7:2" not in ids
+    assert "imagine:prompt:7:3" in ids
+
+
+def test_info_of_a_describe_job_lists_its_prompts():
+    text = render.info_text(describe_job())
+    assert text.startswith("Job 7 (describe) by <@42>")
+    assert "prompt 1: a red fox" in text and "prompt 3: a fox in ˋsnowˋ" in text
+    assert "seeds" not in text

@@ -143,6 +143,7 @@ def test_which_models_each_side_loads():
         preview_vae="madebyollin/taesdxl",
         vae_decoder="tiny",
         safety_model="imagine-test/classifier",
+        describe_model="imagine-test/captioner",
     )
     worker = [s.setting for s in models_to_check(every, generation=True, translation=False)]
     bot_with_workers = [
@@ -156,8 +157,17 @@ def test_which_models_each_side_loads():
         "IMAGINE_VAE",
         "IMAGINE_TINY_VAE",
         "IMAGINE_SAFETY_MODEL",
+        "IMAGINE_DESCRIBE_MODEL",
     ]
     assert bot_with_workers == ["IMAGINE_TRANSLATOR"]
+    # The captioner is optional: missing, it is a warning that says what /describe does then.
+    [captioner] = [
+        s
+        for s in models_to_check(every, generation=True, translation=False)
+        if s.setting == "IMAGINE_DESCRIBE_MODEL"
+    ]
+    check = check_model(captioner, OFFLINE)
+    assert check.status is Status.WARN and "/describe answers that it is not set up" in check.detail
 
 
 # ------------------------------------------------------------------------------------ GPU

@@ -77,7 +77,7 @@ async def storage(db_path: Path, clock: FakeClock):
 
 async def test_open_creates_dirs_wal_and_latest_schema(db_path: Path, storage: Storage):
     assert db_path.exists()
-    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 9
+    assert await storage.schema_version() == SCHEMA_VERSION == len(MIGRATIONS) == 10
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -429,6 +429,30 @@ async def test_migration_v8_to_v9_keeps_jobs_unstyled_and_servers_offering_all(
         updated = await store.update_guild_settings(77, allowed_styles=["ink", "neon"])
         assert updated.allowed_styles == ("ink", "neon")
         assert (await store.guild_settings(77)).allowed_styles == ("ink", "neon")
+    finally:
+        await store.close()
+
+
+async def test_migration_v9_to_v10_gives_old_jobs_no_captions_and_stores_new_ones(
+    db_path: Path, clock: FakeClock
+):
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as old:
+        assert await migrate(old, target=9) == 9
+        await old.execute(
+            "INSERT INTO jobs (kind, requester_id, channel_id, prompt, seed, width, height, "
+            "steps, guidance, count, created_at) "
+            "VALUES ('imagine', 4, 5, 'a fox', 8, 1024, 1024, 4, 1.0, 4, 100.0)"
+        )
+    store = await Storage.open(db_path, clock=clock)
+    try:
+        assert (await store.get_job(1)).captions == ()
+        job = await store.create_job(new_job(kind="describe", prompt="", count=1, uploaded=True))
+        prompts = ["a red fox in the snow", "狐狸，雪地", "a fox, oil painting", "fox"]
+        done = await store.mark_done(job.id, [], 321, captions=prompts)
+        assert done is not None and done.captions == tuple(prompts)
+        assert (await store.get_job(job.id)).captions == tuple(prompts)
+        assert (await store.job_by_message(321)).kind == "describe"
     finally:
         await store.close()
 
