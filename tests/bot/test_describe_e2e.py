@@ -13,14 +13,12 @@ from PIL import Image
 
 from bot.i18n import t
 from engine.describe import Describer
-from engine.uploads import MAX_UPLOAD_BYTES
-from tests.bot.test_image_prompts_e2e import photo, size_of
+from tests.bot.test_image_prompts_e2e import BAD_UPLOAD_IDS, BAD_UPLOADS, photo, size_of
 from tests.bot.test_imagine_e2e import job_for_message
 
 # `workers`: that module's fixture (python -m engine.worker processes), used here too.
 from tests.bot.test_workers_e2e import redis_settings, wait_workers, workers  # noqa: F401
 from tests.engine.test_safety import build_tiny_classifier
-from tests.engine.test_uploads import png_header_claiming
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 
@@ -130,14 +128,8 @@ async def test_the_describe_menu_works_on_a_message_with_a_picture(bot_process, 
 
 @pytest.mark.parametrize(
     ("upload", "words"),
-    [
-        (("notes.txt", b"just some text, not a picture"), "not a PNG, JPEG or WebP"),
-        (("broken.png", photo((300, 300))[:400]), "damaged"),
-        (("bomb.png", png_header_claiming(30000, 30000)), "too many pixels"),
-        (("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_UPLOAD_BYTES + 1)), "too large"),
-        (("tiny.png", photo((20, 20))), "too small"),
-    ],
-    ids=["not-an-image", "corrupt", "huge-dimensions", "huge-file", "too-small"],
+    BAD_UPLOADS,
+    ids=BAD_UPLOAD_IDS,
 )
 async def test_bad_uploads_get_the_image_prompt_answers_and_nothing_is_kept(
     bot_process, standin, world, upload, words

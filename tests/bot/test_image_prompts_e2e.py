@@ -35,6 +35,17 @@ def size_of(data: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
 
 
+#: Uploads every picture-taking command refuses, with words of its answer.
+BAD_UPLOADS = [
+    (("notes.txt", b"just some text, not a picture"), "not a PNG, JPEG or WebP"),
+    (("broken.png", photo((300, 300))[:400]), "damaged"),
+    (("bomb.png", png_header_claiming(30000, 30000)), "too many pixels"),
+    (("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_UPLOAD_BYTES + 1)), "too large"),
+    (("tiny.png", photo((20, 20))), "too small"),
+]
+BAD_UPLOAD_IDS = ["not-an-image", "corrupt", "huge-dimensions", "huge-file", "too-small"]
+
+
 async def imagine_with(standin, user, channel, upload, **options):
     """/imagine with a picture: (interaction, the 4-image result)."""
     ix = await standin.slash_command(
@@ -98,14 +109,8 @@ async def test_the_asked_aspect_ratio_crops_the_picture(bot_process, standin, wo
 
 @pytest.mark.parametrize(
     ("upload", "words"),
-    [
-        (("notes.txt", b"just some text, not a picture"), "not a PNG, JPEG or WebP"),
-        (("broken.png", photo((300, 300))[:400]), "damaged"),
-        (("bomb.png", png_header_claiming(30000, 30000)), "too many pixels"),
-        (("huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_UPLOAD_BYTES + 1)), "too large"),
-        (("tiny.png", photo((20, 20))), "too small"),
-    ],
-    ids=["not-an-image", "corrupt", "huge-dimensions", "huge-file", "too-small"],
+    BAD_UPLOADS,
+    ids=BAD_UPLOAD_IDS,
 )
 async def test_bad_uploads_get_a_clear_answer_and_nothing_is_kept(
     bot_process, standin, world, upload, words
