@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "bench" / "describe_bench.py"
+from tests.bench.loading import run_tiny
 
 
 def test_describing_one_picture_and_a_batch_is_timed(tmp_path: Path):
-    out = tmp_path / "describe.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            *(sys.executable, str(SCRIPT), "--tiny", "--device", "cpu"),
-            *("--runs", "1", "--batch", "2", "--tokens", "8", "--out", str(out)),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    result, _ = run_tiny(
+        "describe_bench", tmp_path / "describe.json", "--runs", "1", "--batch", "2", "--tokens", "8"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
     assert result["header"]["model"] == "tiny BLIP"
     rows = {r["what"]: r for r in result["rows"]}
     assert list(rows) == [

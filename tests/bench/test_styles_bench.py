@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "bench" / "styles_bench.py"
+from tests.bench.loading import run_tiny
 
 
 def test_switches_and_batches_are_timed_with_and_without_styles(tmp_path: Path):
-    out = tmp_path / "styles.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            *(sys.executable, str(SCRIPT), "--tiny", "--device", "cpu"),
-            *("--runs", "2", "--batches", "1", "--out", str(out)),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    result, printed = run_tiny(
+        "styles_bench", tmp_path / "styles.json", "--runs", "2", "--batches", "1"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = {r["what"]: r for r in json.loads(out.read_text())["rows"]}
+    rows = {r["what"]: r for r in result["rows"]}
     assert list(rows) == [
         "batch, no styles configured",
         "load 3 styles (once, at start)",
@@ -41,4 +24,4 @@ def test_switches_and_batches_are_timed_with_and_without_styles(tmp_path: Path):
     ]
     assert all(r["median_ms"] >= 0 for r in rows.values())
     assert rows["batch, no styles configured"]["median_ms"] > 0
-    assert "| switch style -> another style |" in done.stdout
+    assert "| switch style -> another style |" in printed

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "bench" / "tools_bench.py"
+from tests.bench.loading import run_tiny
 
 
 def test_every_action_is_timed_beside_imagine(tmp_path: Path):
-    out = tmp_path / "tools.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--tiny",
-            "--device",
-            "cpu",
-            "--runs",
-            "1",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = {r["action"]: r for r in json.loads(out.read_text())["rows"]}
+    result, printed = run_tiny("tools_bench", tmp_path / "tools.json", "--runs", "1")
+    rows = {r["action"]: r for r in result["rows"]}
     assert list(rows) == [
         "/imagine",
         "Vary (Subtle)",
@@ -52,4 +26,4 @@ def test_every_action_is_timed_beside_imagine(tmp_path: Path):
         "128x128",
     )
     assert {r["size"] for a, r in rows.items() if not a.startswith("U")} == {"64x64"}
-    assert "| Zoom Out 1.5x | 4 | 64x64 |" in done.stdout
+    assert "| Zoom Out 1.5x | 4 | 64x64 |" in printed
