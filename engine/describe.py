@@ -18,8 +18,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.errors import GenerationFailed, ModelNotFound
-from engine.hub import describe, load_pretrained
+from engine.errors import GenerationFailed
+from engine.hub import load_optional
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,13 @@ class Describer:
                 ),
             )
 
-        try:
-            processor, model = load_pretrained(self.model_id, load)
-        except Exception as exc:  # offline, hub down, wrong id, broken files: all "cannot load"
-            raise ModelNotFound(
-                f"The describe model '{self.model_id}' could not be loaded "
-                f"({describe(exc).rstrip('.')}). Download it, point IMAGINE_DESCRIBE_MODEL at a "
-                "local copy, or set IMAGINE_DESCRIBE_MODEL= to turn /describe off."
-            ) from exc
+        processor, model = load_optional(
+            self.model_id,
+            load,
+            what="describe model",
+            setting="IMAGINE_DESCRIBE_MODEL",
+            off="turn /describe off",
+        )
         torch_device = resolve_device(device)
         self._model = model.to(torch_device, resolve_dtype(dtype, torch_device)).eval()
         self._processor = processor

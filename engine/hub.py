@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from engine.errors import ModelNotFound
+
 T = TypeVar("T")
 
 # transformers builds a model on the meta device by patching how torch modules are made, for
@@ -76,6 +78,20 @@ def _load_pretrained(name: str, load: Callable[[bool], T]) -> T:
             f"{describe(exc)}"
         ) from exc
     return load(False)
+
+
+def load_optional(name: str, load: Callable[[bool], T], *, what: str, setting: str, off: str) -> T:
+    """``load_pretrained`` for an optional model (translator, safety classifier, captioner):
+    whatever stops it (offline, hub down, a wrong id, broken files) is one ``ModelNotFound``
+    saying what to do: ``"The {what} '{name}' could not be loaded (why). Download it, point
+    {setting} at a local copy, or set {setting}= to {off}."``"""
+    try:
+        return load_pretrained(name, load)
+    except Exception as exc:
+        raise ModelNotFound(
+            f"The {what} '{name}' could not be loaded ({describe(exc).rstrip('.')}). Download "
+            f"it, point {setting} at a local copy, or set {setting}= to {off}."
+        ) from exc
 
 
 def describe(exc: BaseException, limit: int = 200) -> str:

@@ -15,8 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from engine.errors import ModelNotFound
-from engine.hub import describe, load_pretrained
+from engine.hub import load_optional
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +90,13 @@ class SafetyChecker:
                 ),
             )
 
-        try:
-            processor, model = load_pretrained(self.model_id, load)
-        except Exception as exc:  # offline, hub down, wrong id, broken files: all "cannot load"
-            raise ModelNotFound(
-                f"The safety model '{self.model_id}' could not be loaded "
-                f"({describe(exc).rstrip('.')}). Download it, point IMAGINE_SAFETY_MODEL at a "
-                "local copy, or set IMAGINE_SAFETY_MODEL= to turn the image check off."
-            ) from exc
+        processor, model = load_optional(
+            self.model_id,
+            load,
+            what="safety model",
+            setting="IMAGINE_SAFETY_MODEL",
+            off="turn the image check off",
+        )
         self._processor = processor
         self._model = model.to(self.device).eval()
         labels = model.config.id2label.values()

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ModelNotFound
-from engine.hub import describe, load_pretrained
+from engine.hub import load_optional
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +156,13 @@ class Translator:
                 MarianMTModel.from_pretrained(self.model_id, local_files_only=local_files_only),
             )
 
-        try:
-            tokenizer, model = load_pretrained(self.model_id, load)
-        except Exception as exc:  # offline, hub down, wrong id, broken files: all "cannot load"
-            raise ModelNotFound(
-                f"The prompt translator '{self.model_id}' could not be loaded "
-                f"({describe(exc).rstrip('.')}). Download it, point IMAGINE_TRANSLATOR at a local "
-                "copy, or set IMAGINE_TRANSLATOR= to turn translation off."
-            ) from exc
+        tokenizer, model = load_optional(
+            self.model_id,
+            load,
+            what="prompt translator",
+            setting="IMAGINE_TRANSLATOR",
+            off="turn translation off",
+        )
         self._tokenizer = tokenizer
         self._model = model.to(self.device).eval()
         # Traditional -> Simplified first: opus-mt-zh-en was trained mostly on Simplified text.
