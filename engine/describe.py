@@ -189,4 +189,6 @@ class Describer:
         if "input_ids" in inputs and not self._model.config.is_encoder_decoder:
             output = output[:, inputs["input_ids"].shape[1] :]
         texts = self._processor.batch_decode(output, skip_special_tokens=True)
-        return [text.replace(self._task_prompt or "\0", "") for text in texts]
+        if self._task_prompt:  # some processors echo the task token
+            texts = [text.replace(self._task_prompt, "") for text in texts]
+        return texts

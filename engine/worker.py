@@ -60,6 +60,7 @@ from engine.tickets import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXIT_GPU_STUCK = 3
 MAX_DELIVERIES = 3  # a ticket that killed this many workers is failed, not tried again
@@ -491,9 +492,6 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------- main
-T = TypeVar("T")
-
-
 async def _optional_model(setting: str, model: str, load: Callable[[str], T]) -> T | None:
     """Load an optional model off the loop; None (and one warning) when it cannot be."""
     if not model:
